@@ -1,0 +1,96 @@
+"""The decoder-only forward pass shared by every family: masks, positions, KV cache, scanned
+layers and the LM head. A family supplies its embedding, its layer body and its final norm."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ledex_jax.models import layers as L
+from ledex_jax.models.config import ModelConfig
+from ledex_jax.sharding import constrain
+
+
+class DecoderLM(nnx.Module):
+    config: ModelConfig
+
+    # --- supplied by each family ---------------------------------------------------------
+    def embed(self, input_ids, positions, dtype):
+        raise NotImplementedError
+
+    def make_block(self, positions):
+        """Returns block(h, layer_arrays, kv, visible, cache_end) -> (h, kv)."""
+        raise NotImplementedError
+
+    def final_norm(self, h):
+        raise NotImplementedError
+
+    def unembedding(self) -> jax.Array:
+        """[embed, vocab] output projection."""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------
+    def __call__(self, input_ids, attention_mask=None, **kwargs):
+        """Logits [batch, length, vocab] in float32."""
+        return self.forward(input_ids, attention_mask, **kwargs).logits
+
+    def init_cache(self, batch: int, slots: int, dtype=None) -> L.KVCache:
+        c = self.config
+        return L.KVCache.zeros(c.num_layers, batch, slots, c.num_kv_heads, c.dim_per_head,
+                               dtype or c.jnp_dtype)
+
+    def forward(self, input_ids, attention_mask=None, *, positions=None, segment_ids=None,
+                cache: L.KVCache | None = None) -> L.ModelOutput:
+        """Without a cache, attention_mask is [B,T] (1 = token, left padding allowed). With a cache
+        it covers all cache slots [B,S] and the T new tokens go to slots cache.end .. cache.end+T-1."""
+        cfg, dtype = self.config, self.config.jnp_dtype
+        b, t = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t) if cache is None else (b, cache.k.shape[2]), jnp.int32)
+        end = cache.end if cache is not None else 0
+        if positions is None:
+            positions = L.default_positions(attention_mask)
+            if cache is not None:
+                positions = jax.lax.dynamic_slice_in_dim(positions, end, t, axis=1)
+        visible = L.attention_mask_bias(t, attention_mask, segment_ids, q_offset=end)
+
+        h = L.constrain_hidden(self.embed(input_ids, positions, dtype))
+        block = self.make_block(positions)
+        h, new_kv = L.scan_layers(lambda h, p, kv: block(h, p, kv, visible, end), h,
+                                  self.layers.arrays(dtype), cache, cfg.remat_policy)
+        h = self.final_norm(h)
+        logits = jnp.einsum("bte,ev->btv", h, self.unembedding().astype(dtype),
+                            preferred_element_type=jnp.float32)
+        logits = constrain(logits, ("batch", "length", "act_vocab"))
+        new_cache = None if cache is None else L.KVCache(*new_kv, cache.end + t)
+        return L.ModelOutput(logits, h, new_cache)
+
+
+class StackedLayers(nnx.Module):
+    """Base for a family's stacked per-layer weights (leading `layers` axis on every Param)."""
+
+    def arrays(self, dtype) -> dict[str, jax.Array]:
+        return L.values({k: v for k, v in vars(self).items() if isinstance(v, nnx.Param)}, dtype)
+
+
+def project_qkv(x, p, prefix=""):
+    """q, k, v projections [B,T,heads,head_dim] with optional biases."""
+    out = []
+    for name in ("q", "k", "v"):
+        y = jnp.einsum("bte,ehd->bthd", x, p[f"{name}_proj"])
+        out.append(y + p[f"{name}_bias"] if f"{name}_bias" in p else y)
+    q, k, v = out
+    return constrain(q, ("batch", "length", "act_heads", None)), k, v
+
+
+def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
+    """Writes k, v into the layer's cache (if any) and attends; returns ([B,T,H,D], kv)."""
+    if kv is not None:
+        kv = L.update_cache(*kv, k, v, cache_end)
+        k, v = kv
+    return L.dot_attention(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
+
+
+def project_out(attn, p):
+    y = jnp.einsum("bthd,hde->bte", attn, p["o_proj"])
+    return y + p["o_bias"] if "o_bias" in p else y

@@ -1,0 +1,83 @@
+"""Llama family (Llama-2, CodeLlama, DeepSeek-Coder, SmolLM2): RMSNorm, RoPE, GQA, SwiGLU.
+
+Parameter names follow Hugging Face (`q_proj`, `gate_proj`, ...) with the layer index stacked as
+the leading `layers` axis, so checkpoint conversion is reshapes and transposes only.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ledex_jax.models import layers as L
+from ledex_jax.models.config import ModelConfig
+from ledex_jax.models.decoder import DecoderLM, StackedLayers, attend, project_out, project_qkv
+from ledex_jax.sharding import constrain
+
+
+class LlamaLayers(StackedLayers):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        n, e, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
+        h, kv, d, pd = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head, cfg.jnp_param_dtype
+        p = lambda shape, axes, init="normal": L.param(rngs, (n, *shape), ("layers", *axes), pd, init)
+        self.input_layernorm = p((e,), ("norm",), "ones")
+        self.q_proj = p((e, h, d), ("embed", "heads", "head_dim"))
+        self.k_proj = p((e, kv, d), ("embed", "kv_heads", "head_dim"))
+        self.v_proj = p((e, kv, d), ("embed", "kv_heads", "head_dim"))
+        self.o_proj = p((h, d, e), ("heads", "head_dim", "embed"))
+        if cfg.attention_bias:
+            self.q_bias = p((h, d), ("heads", "head_dim"), "zeros")
+            self.k_bias = p((kv, d), ("kv_heads", "head_dim"), "zeros")
+            self.v_bias = p((kv, d), ("kv_heads", "head_dim"), "zeros")
+            self.o_bias = p((e,), ("norm",), "zeros")
+        self.post_attention_layernorm = p((e,), ("norm",), "ones")
+        self.gate_proj = p((e, f), ("embed", "mlp"))
+        self.up_proj = p((e, f), ("embed", "mlp"))
+        self.down_proj = p((f, e), ("mlp", "embed"))
+        if cfg.mlp_bias:
+            self.gate_bias = p((f,), ("mlp",), "zeros")
+            self.up_bias = p((f,), ("mlp",), "zeros")
+            self.down_bias = p((e,), ("norm",), "zeros")
+
+
+def _linear(x, p, name):
+    y = jnp.einsum("bte,ef->btf", x, p[f"{name}_proj"])
+    return y + p[f"{name}_bias"] if f"{name}_bias" in p else y
+
+
+class Llama(DecoderLM):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        pd = cfg.jnp_param_dtype
+        self.embed_tokens = L.param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd)
+        self.layers = LlamaLayers(cfg, rngs)
+        self.norm = L.param(rngs, (cfg.hidden_size,), ("norm",), pd, "ones")
+        if not cfg.tie_word_embeddings:
+            self.lm_head = L.param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd)
+
+    def embed(self, input_ids, positions, dtype):
+        return jnp.take(self.embed_tokens[...].astype(dtype), input_ids, axis=0)
+
+    def make_block(self, positions):
+        cfg = self.config
+        cos, sin = L.rope_tables(positions, cfg.dim_per_head, cfg.rope_theta, cfg.rope_scaling_factor)
+
+        def block(h, p, kv, visible, cache_end):
+            x = L.rms_norm(h, p["input_layernorm"], cfg.norm_eps)
+            q, k, v = project_qkv(x, p)
+            q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
+            attn, kv = attend(cfg, q, k, v, kv, visible, cache_end)
+            h = L.constrain_hidden(h + project_out(attn, p))
+            x = L.rms_norm(h, p["post_attention_layernorm"], cfg.norm_eps)
+            act = jax.nn.silu(_linear(x, p, "gate")) * _linear(x, p, "up")
+            act = constrain(act, ("batch", "length", "act_mlp"))
+            down = jnp.einsum("btf,fe->bte", act, p["down_proj"]) + p.get("down_bias", 0)
+            return L.constrain_hidden(h + down), kv
+
+        return block
+
+    def final_norm(self, h):
+        return L.rms_norm(h, self.norm[...].astype(h.dtype), self.config.norm_eps)
+
+    def unembedding(self):
+        return self.embed_tokens[...].T if self.config.tie_word_embeddings else self.lm_head[...]
