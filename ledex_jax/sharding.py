@@ -130,3 +130,17 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
         return x
     mesh, rules = active
     return jax.lax.with_sharding_constraint(x, named_sharding(mesh, axes, rules, x.shape, "activation"))
+
+
+def param_shardings(state, mesh: Mesh, rules=DEFAULT_RULES):
+    """NamedSharding for every Variable in an nnx.State (or abstract state), from its `axes` metadata."""
+    from flax import nnx  # local: keep this module importable by code that never builds a model
+
+    def one(path, v):
+        what = "param " + "/".join(str(getattr(k, "key", k)) for k in path)
+        axes = v.get_metadata().get("axes")
+        if axes is None:
+            raise ValueError(f"{what} has no logical `axes` metadata")
+        return v.replace(named_sharding(mesh, axes, rules, v.get_value().shape, what))
+
+    return jax.tree_util.tree_map_with_path(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -1,0 +1,61 @@
+"""SFT (LeDex §2): `python scripts/train.py --config=configs/sft.py:VARIANT [--config.x=y]`.
+
+Variants: tiny (random tiny Llama, CPU smoke runs), smollm2 (embedded default, SmolLM2-135M-Instruct),
+codellama_7b, codellama_13b, starcoder_15b. Paper values: 2 epochs, batch 128, AdamW, lr 2e-5,
+500 warm-up steps, cosine decay; sequence length 2048, weight decay 0, bf16 compute are our choices.
+"""
+from ml_collections import ConfigDict
+
+from ledex_jax.training.config import base_config
+
+VARIANTS = {
+    # name: (model preset, checkpoint, tokenizer, mesh shape, overrides)
+    "tiny": dict(preset="tiny_llama", checkpoint="", tokenizer="embedded:smollm2"),
+    "smollm2": dict(preset="smollm2_135m", checkpoint="embedded:smollm2", tokenizer=""),
+    "codellama_7b": dict(preset="codellama_7b", checkpoint="codellama/CodeLlama-7b-hf", tokenizer=""),
+    "codellama_13b": dict(preset="codellama_13b", checkpoint="codellama/CodeLlama-13b-hf", tokenizer=""),
+    "starcoder_15b": dict(preset="starcoder_15b", checkpoint="bigcode/starcoder", tokenizer=""),
+}
+
+
+def get_config(arg: str | None = None) -> ConfigDict:
+    variant = arg or "smollm2"
+    if variant not in VARIANTS:
+        raise ValueError(f"configs/sft.py: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    c = base_config(trainer="sft", **VARIANTS[variant])
+    c.variant = variant
+
+    c.data.train_path = ""  # JSONL of SFT records; "" = the demo dataset shipped with the package
+    c.data.eval_path = ""  # "" = hold out `eval_fraction` of the training records
+    c.data.eval_fraction = 0.1
+    c.data.style = "auto"  # "starchat" (base models) | "chat_template" (instruct models) | "auto"
+    c.data.formats = ("refine", "explain_refine", "codegen")
+    c.data.pack = True
+
+    c.train.num_epochs = 2
+    c.train.batch_size = 128
+    c.train.learning_rate = 2e-5
+    c.train.warmup_steps = 500
+    c.train.schedule = "cosine"
+
+    if variant == "tiny":
+        c.model.overrides = {"hidden_size": 64, "num_layers": 2}
+        c.data.seq_len = 256
+        c.train.batch_size = 8
+        c.train.learning_rate = 3e-3
+        c.train.warmup_steps = 10
+        c.train.num_epochs = 2
+        c.checkpoint.every_steps = 10
+        c.log.every_steps = 1
+        c.log.eval_every_steps = 10
+    elif variant == "smollm2":
+        c.data.seq_len = 512
+        c.train.batch_size = 16
+        c.train.learning_rate = 2e-5
+        c.train.warmup_steps = 20
+        c.checkpoint.every_steps = 50
+        c.log.every_steps = 1
+    else:  # 7-15B: FSDP across the slice, bf16 compute, full remat of each layer
+        c.model.overrides = {"dtype": "bfloat16", "remat_policy": "full"}
+        c.mesh.shape = (1, -1, 1)
+    return c

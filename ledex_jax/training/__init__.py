@@ -1,0 +1,1 @@
+"""Pieces every trainer shares: optimizer, losses, checkpoints, metrics, model setup, multi-host."""
