@@ -1,0 +1,1 @@
+"""Data: benchmark loaders, prompts and training-data pipelines. Kept import-light (no JAX)."""
