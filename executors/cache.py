@@ -1,0 +1,103 @@
+"""Result cache keyed by sha256 of program, tests and limits: in memory (LRU), optionally on disk.
+
+RL and evaluation resubmit identical programs often; a hit skips execution entirely. Results
+that depend on load (timeouts) or on the infrastructure (worker failures) are never stored.
+"""
+import collections
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import threading
+
+from executors import values
+from executors.testcase import NO_EXPECTED, ExecutionResult
+
+CACHE_VERSION = 1
+
+
+def _test_fingerprint(t):
+    return [t.kind, t.source, t.entry_point, values.encode(list(t.args)),
+            None if t.expected is NO_EXPECTED else values.encode(t.expected),
+            t.expected is NO_EXPECTED, t.atol, t.stdin, t.expected_stdout, t.float_tol]
+
+
+def cache_key(program, limits, timeout, sandbox):
+    """sha256 hex digest identifying a run; ValueError/TypeError if the tests are not plain."""
+    blob = json.dumps([CACHE_VERSION, sandbox, program.code, program.setup_code, timeout,
+                       limits.to_dict(), [_test_fingerprint(t) for t in program.tests]],
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def cacheable(result):
+    return not result.error and all(t.status != "timeout" for t in result.tests)
+
+
+class ResultCache:
+    def __init__(self, max_entries=10_000, directory=None):
+        self.max_entries = max_entries
+        self.directory = directory
+        self._mem = collections.OrderedDict()
+        self._lock = threading.Lock()
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+
+    def get(self, key):
+        with self._lock:
+            hit = self._mem.get(key)
+            if hit is not None:
+                self._mem.move_to_end(key)
+                return copy.deepcopy(hit)
+        if self.directory:
+            hit = self._load(key)
+            if hit is not None:
+                self._remember(key, hit)
+                return copy.deepcopy(hit)
+        return None
+
+    def put(self, key, result):
+        if not cacheable(result):
+            return
+        result = copy.deepcopy(result)
+        self._remember(key, result)
+        if self.directory:
+            self._store(key, result)
+
+    def __len__(self):
+        return len(self._mem)
+
+    def _remember(self, key, result):
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            self._mem[key] = result
+            self._mem.move_to_end(key)
+            while len(self._mem) > self.max_entries:
+                self._mem.popitem(last=False)
+
+    def _path(self, key):
+        return os.path.join(self.directory, key[:2], key + ".json")
+
+    def _load(self, key):
+        try:
+            with open(self._path(key), encoding="utf-8") as f:
+                return ExecutionResult.from_dict(json.load(f))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # missing or damaged entries are misses
+
+    def _store(self, key, result):
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(result.to_dict(), f)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise

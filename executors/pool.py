@@ -1,0 +1,335 @@
+"""ExecutionPool: the trainer-side API. Pre-started workers, futures, caching, judging.
+
+Each worker is a fresh `python -m executors.worker` process (inside bubblewrap when available)
+served by one thread here. Programs are planned (tests split into what the child computes and
+what the parent judges) in the caller's thread, queued, run by whichever worker is free, and
+judged here on plain values.
+"""
+import concurrent.futures
+import copy
+import itertools
+import logging
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from executors import cache as cache_mod
+from executors import feedback as feedback_mod
+from executors import judge, lowering, protocol
+from executors import sandbox as sandbox_mod
+from executors.limits import Limits
+from executors.testcase import ExecutionResult, Program, TestCase
+
+log = logging.getLogger(__name__)
+_STOP = object()
+_REPLY_SLACK = 10.0  # seconds beyond a program's deadline before the worker is presumed hung
+
+
+class ExecutionPool:
+    """Run untrusted programs against tests in sandboxed workers.
+
+    Args:
+      workers: number of worker processes (default: CPU count).
+      per_test_timeout, program_timeout, memory_mb, file_size_mb, max_open_files,
+        max_processes, max_output_bytes: see `executors.limits.Limits`.
+      sandbox: "auto" (bubblewrap if it works here, else warn once and run without namespaces),
+        "bwrap" (raise if unavailable) or "none".
+      cache_size: in-memory LRU entries (0 disables); cache_dir: optional on-disk cache.
+      python: interpreter for the workers (default: this one).
+      max_jobs_per_worker: a worker is replaced after this many programs.
+    """
+
+    def __init__(self, workers=None, per_test_timeout=3.0, memory_mb=2048, program_timeout=60.0,
+                 sandbox="auto", cache_size=10_000, cache_dir=None, file_size_mb=16,
+                 max_open_files=256, max_processes=64, max_output_bytes=1 << 20,
+                 python=None, max_jobs_per_worker=2000, tmp_mb=64, start_timeout=60.0):
+        if per_test_timeout <= 0 or program_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        self.limits = Limits(per_test_timeout=float(per_test_timeout),
+                             program_timeout=float(program_timeout), memory_mb=int(memory_mb),
+                             file_size_mb=int(file_size_mb), max_open_files=int(max_open_files),
+                             max_processes=int(max_processes),
+                             max_output_bytes=int(max_output_bytes))
+        self.python = python or sys.executable
+        self.tmp_mb = int(tmp_mb)
+        self.sandbox = sandbox_mod.resolve(sandbox, self.python, self.tmp_mb)
+        self.cache = cache_mod.ResultCache(cache_size, cache_dir)
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self.start_timeout = start_timeout
+        self._queue = queue.Queue()
+        self._inflight = {}
+        self._inflight_lock = threading.Lock()
+        self._ids = itertools.count()
+        self._closed = False
+        n = workers or os.cpu_count() or 1
+        self._threads = [threading.Thread(target=_WorkerSlot(self, i).serve, daemon=True,
+                                          name=f"executors-worker-{i}") for i in range(n)]
+        for t in self._threads:
+            t.start()
+
+    # -- public API -------------------------------------------------------------------------
+    def submit(self, program: Program) -> concurrent.futures.Future:
+        """Future[ExecutionResult] for one program."""
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        fut = concurrent.futures.Future()
+        try:
+            job = self._prepare(program)
+        except (TypeError, ValueError) as e:
+            fut.set_result(_error_result(getattr(program, "id", ""), f"invalid program: {e}",
+                                         self.sandbox))
+            return fut
+        if isinstance(job, ExecutionResult):
+            fut.set_result(job)
+            return fut
+        key = job["key"]
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                hit.id, hit.cached = program.id, True
+                fut.set_result(hit)
+                return fut
+            with self._inflight_lock:
+                first = self._inflight.get(key)
+                if first is not None:  # an identical program is running: share its result
+                    first.add_done_callback(lambda f: _copy_into(f, fut, program.id))
+                    return fut
+                self._inflight[key] = fut
+        self._queue.put((job, fut))
+        return fut
+
+    def run(self, programs, progress=False):
+        """ExecutionResults in input order. `progress`: True (tqdm bar) or a callable(done, total)."""
+        futures = [self.submit(p) for p in programs]
+        if progress:
+            _follow(futures, progress)
+        return [f.result() for f in futures]
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+    def _prepare(self, program):
+        if not isinstance(program, Program):
+            raise TypeError(f"expected a Program, got {type(program).__name__}")
+        if not isinstance(program.code, str) or not isinstance(program.setup_code, str):
+            raise TypeError("code and setup_code must be str")
+        if not isinstance(program.tests, (list, tuple)) or not all(
+                isinstance(t, TestCase) for t in program.tests):
+            raise TypeError("tests must be a list of TestCase")
+        if not program.tests:
+            return _error_result(program.id, "the program has no tests, so it cannot pass",
+                                 self.sandbox)
+        kinds = {t.kind for t in program.tests}
+        if "stdio" in kinds and len(kinds) > 1:
+            raise ValueError("stdio tests cannot be mixed with other kinds in one program")
+        timeout = float(program.timeout) if program.timeout else self.limits.program_timeout
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        shadowed = lowering.defined_names(program.setup_code, program.code)
+        plans = [lowering.plan(t, shadowed) for t in program.tests]
+        try:
+            key = cache_mod.cache_key(program, self.limits, timeout, self.sandbox)
+        except (TypeError, ValueError, RecursionError):
+            key = None
+        return {"program": program, "plans": plans, "timeout": timeout, "key": key,
+                "t0": time.monotonic()}
+
+    def _finish(self, job, fut, reply=None, error=""):
+        program, plans = job["program"], job["plans"]
+        if error:
+            result = _error_result(program.id, error, self.sandbox)
+        else:
+            raw = iter(reply["tests"])
+            tests = [judge.judge(p, next(raw) if p.spec is not None else None, self.limits)
+                     for p in plans]
+            n_passed = sum(t.status == "passed" for t in tests)
+            result = ExecutionResult(
+                id=program.id, passed=n_passed == len(tests), tests=tests,
+                feedback=feedback_mod.feedback(tests, [t.kind for t in program.tests]),
+                fraction_passed=n_passed / len(tests), wall_time=time.monotonic() - job["t0"],
+                sandbox=self.sandbox)
+        key = job["key"]
+        if key is not None:
+            self.cache.put(key, result)
+            with self._inflight_lock:
+                self._inflight.pop(key, None)
+        if not fut.done():
+            fut.set_result(result)
+
+    def _job_message(self, job, seq):
+        program = job["program"]
+        return {"id": seq, "code": program.code, "setup": program.setup_code,
+                "tests": [p.spec for p in job["plans"] if p.spec is not None],
+                "limits": self.limits.to_dict(), "timeout": job["timeout"]}
+
+
+class _WorkerSlot:
+    """One worker process and the thread that feeds it (respawning it when it dies)."""
+
+    def __init__(self, pool, index):
+        self.pool = pool
+        self.index = index
+        self.proc = None
+        self.reader = None
+        self.jobs_done = 0
+        self.stderr = None
+
+    def serve(self):
+        try:
+            while True:
+                item = self.pool._queue.get()
+                if item is _STOP:
+                    return
+                job, fut = item
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    self._run(job, fut)
+                except Exception as e:  # never leave a future unresolved
+                    log.exception("executors: worker %d failed", self.index)
+                    self._stop()
+                    self.pool._finish(job, fut, error=f"internal error: {type(e).__name__}: {e}")
+        finally:
+            self._stop()
+
+    def _run(self, job, fut):
+        if all(p.spec is None for p in job["plans"]):
+            self.pool._finish(job, fut, reply={"tests": []})
+            return
+        for attempt in range(2):
+            if self.proc is None:
+                err = self._start()
+                if err:
+                    self.pool._finish(job, fut, error=f"worker failed to start: {err}")
+                    return
+            seq = next(self.pool._ids)
+            try:
+                protocol.write_all(self.proc.stdin.fileno(),
+                                   protocol.encode_frame(self.pool._job_message(job, seq)))
+            except OSError:
+                self._stop()  # it died between programs: the job never started, so retry
+                continue
+            deadline = time.monotonic() + job["timeout"] + self.pool.limits.per_test_timeout + _REPLY_SLACK
+            try:
+                reply = self.reader.read(deadline)
+                if reply.get("id") != seq or len(reply.get("tests", ())) != sum(
+                        p.spec is not None for p in job["plans"]):
+                    raise protocol.ChannelError("mismatched reply")
+            except (protocol.ChannelError, protocol.Timeout) as e:
+                why = self._stderr_tail() or type(e).__name__
+                self._stop()
+                self.pool._finish(job, fut, error=f"the sandbox worker failed: {why}")
+                return
+            self.jobs_done += 1
+            if self.jobs_done >= self.pool.max_jobs_per_worker:
+                self._stop()
+            self.pool._finish(job, fut, reply=reply)
+            return
+        self.pool._finish(job, fut, error="the sandbox worker keeps dying")
+
+    def _start(self):
+        pool = self.pool
+        if pool.sandbox == "bwrap":
+            cmd, env = sandbox_mod.bwrap_command(pool.python, pool.tmp_mb), None
+        else:
+            cmd, env = sandbox_mod.plain_command(pool.python), sandbox_mod.plain_env()
+        self.stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self.stderr, env=env, close_fds=True)
+        except OSError as e:
+            self.proc = None
+            return str(e)
+        self.reader = protocol.FrameReader(self.proc.stdout.fileno())
+        try:
+            hello = self.reader.read(time.monotonic() + pool.start_timeout)
+            if not hello.get("ready"):
+                raise protocol.ChannelError("no hello")
+        except (protocol.ChannelError, protocol.Timeout) as e:
+            why = self._stderr_tail() or type(e).__name__
+            self._stop()
+            return why
+        self.jobs_done = 0
+        return ""
+
+    def _stderr_tail(self):
+        if self.stderr is None:
+            return ""
+        try:
+            self.stderr.seek(0)
+            text = self.stderr.read()[-2000:].decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+        return text.splitlines()[-1] if text else ""
+
+    def _stop(self):
+        proc, self.proc, self.reader = self.proc, None, None
+        if proc is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if self.stderr is not None:
+            self.stderr.close()
+            self.stderr = None
+
+
+def _error_result(pid, error, sandbox_mode):
+    return ExecutionResult(id=pid, passed=False, tests=[], feedback="", fraction_passed=0.0,
+                           wall_time=0.0, error=error, sandbox=sandbox_mode)
+
+
+def _copy_into(src, dst, pid):
+    if dst.done():
+        return
+    try:
+        result = copy.deepcopy(src.result())
+    except BaseException as e:  # the first submission failed unexpectedly
+        dst.set_exception(e)
+        return
+    result.id, result.cached = pid, True
+    dst.set_result(result)
+
+
+def _follow(futures, progress):
+    total = len(futures)
+    bar = None
+    if progress is True:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="executing", unit="prog")
+        except ImportError:
+            progress = lambda done, total: log.info("executed %d/%d", done, total)  # noqa: E731
+    done = 0
+    for _ in concurrent.futures.as_completed(futures):
+        done += 1
+        if bar is not None:
+            bar.update(1)
+        else:
+            progress(done, total)
+    if bar is not None:
+        bar.close()

@@ -1,0 +1,111 @@
+"""Length-prefixed JSON frames over pipes, with an optional HMAC for the child's result channel.
+
+The child reports over a dedicated pipe (never stdout), and every frame carries an HMAC over a
+sequence number and the payload, keyed by a secret the worker hands the child through a second
+pipe after fork. Text the program prints goes elsewhere; bytes it writes blindly into the pipe,
+or frames replayed out of order, fail verification and count as a corrupted (failed) run.
+
+Stdlib only: this module is imported inside the sandbox.
+"""
+import hmac
+import json
+import os
+import select
+import struct
+import time
+
+_LEN = struct.Struct(">I")
+MAC_SIZE = 32
+MAX_FRAME = 64 * 1024 * 1024
+
+
+class ChannelError(Exception):
+    """The peer closed the pipe, sent garbage, or a frame failed authentication."""
+
+
+class Timeout(Exception):
+    """No complete frame before the deadline."""
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def encode_frame(obj, signer=None, seq=0):
+    payload = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    if signer is None:
+        return _LEN.pack(len(payload)) + payload
+    mac = signer(seq, payload)
+    return _LEN.pack(len(payload) + MAC_SIZE) + payload + mac
+
+
+def make_signer(key):
+    """A function (seq, payload) -> MAC; the raw key is not kept in any Python-visible object."""
+    base = hmac.new(key, digestmod="sha256")
+    pack = struct.Struct(">Q").pack
+
+    def sign(seq, payload, _base=base, _pack=pack):
+        h = _base.copy()
+        h.update(_pack(seq))
+        h.update(payload)
+        return h.digest()
+
+    return sign
+
+
+class FrameReader:
+    """Incremental reader of frames from a non-blocking-friendly fd, with deadlines."""
+
+    def __init__(self, fd, key=None, max_frame=MAX_FRAME):
+        self.fd = fd
+        self.buf = bytearray()
+        self.eof = False
+        self.max_frame = max_frame
+        self.seq = 0
+        self._sign = make_signer(key) if key is not None else None
+
+    def read(self, deadline=None):
+        """Next frame as a Python object; Timeout if `deadline` (time.monotonic) passes first."""
+        while True:
+            frame = self._pop()
+            if frame is not None:
+                return frame
+            if self.eof:
+                raise ChannelError("closed" if not self.buf else "truncated frame")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout()
+                ready, _, _ = select.select([self.fd], [], [], left)
+                if not ready:
+                    raise Timeout()
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+
+    def _pop(self):
+        if len(self.buf) < _LEN.size:
+            return None
+        (n,) = _LEN.unpack_from(self.buf)
+        if n > self.max_frame:
+            raise ChannelError(f"frame of {n} bytes exceeds the limit")
+        if len(self.buf) < _LEN.size + n:
+            return None
+        body = bytes(self.buf[_LEN.size:_LEN.size + n])
+        del self.buf[:_LEN.size + n]
+        if self._sign is not None:
+            if n < MAC_SIZE:
+                raise ChannelError("frame too short")
+            payload, mac = body[:-MAC_SIZE], body[-MAC_SIZE:]
+            if not hmac.compare_digest(mac, self._sign(self.seq, payload)):
+                raise ChannelError("frame failed authentication")
+            self.seq += 1
+            body = payload
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as e:
+            raise ChannelError(f"malformed frame: {e}") from None

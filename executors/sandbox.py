@@ -1,0 +1,160 @@
+"""How a worker is launched: inside bubblewrap when namespaces are available, else plainly.
+
+The worker is always a fresh `python -m executors.worker` (exec'd, never forked from the caller,
+which may be a fat JAX process). Under bubblewrap it is PID 1 of new pid/net/mount/ipc/uts
+namespaces whose filesystem holds only what Python needs, read-only, plus a private size-capped
+/tmp; host temp dirs, home directories and the rest of the repository are simply absent.
+"""
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+
+import executors
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "bwrap", "none")
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+_warned = set()
+_probe_lock = threading.Lock()
+_probe_cache = {}
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap was asked for but cannot create the namespaces here."""
+
+
+def package_root():
+    """Directory that contains the `executors` package."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(executors.__file__)))
+
+
+def _ancestors(path):
+    out = []
+    path = os.path.dirname(path)
+    while path not in ("/", ""):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out[::-1]
+
+
+def _python_binds(python):
+    """(sandbox path, host path) pairs for the interpreter, its packages and this package."""
+    wanted = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(python)),
+              os.path.dirname(os.path.abspath(python)), os.path.join(package_root(), "executors")]
+    out = []
+    for path in sorted({os.path.abspath(p) for p in wanted} | {os.path.realpath(p) for p in wanted},
+                       key=len):
+        if not os.path.isdir(path) or path.startswith(tuple(d + "/" for d in _SYSTEM_DIRS)):
+            continue
+        if any(path == dst or path.startswith(dst + "/") for dst, _ in out):
+            continue
+        out.append((path, os.path.realpath(path)))
+    return out
+
+
+def bwrap_command(python, tmp_mb):
+    """argv that starts the worker inside bubblewrap."""
+    bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+    argv = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--as-pid-1", "--new-session"]
+    if os.getuid() != 0:
+        # unprivileged: a user namespace maps us to nobody and forbids nesting another one
+        argv += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]
+    else:
+        # as root the worker itself drops to nobody; it needs no other capability
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    for d in _SYSTEM_DIRS:
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp"]
+    made = set()
+    for dst, src in _python_binds(python):
+        for parent in _ancestors(dst):
+            if parent not in made and parent != "/tmp":
+                made.add(parent)  # bubblewrap would create these 0700: nobody could enter
+                argv += ["--perms", "0755", "--dir", parent]
+        argv += ["--ro-bind", src, dst]
+    argv += ["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+             "--setenv", "PYTHONPATH", package_root(), "--setenv", "PYTHONHASHSEED", "0",
+             "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "LANG", "C.UTF-8",
+             "--chdir", "/tmp", "--", python, "-s", "-m", "executors.worker", "--mode", "bwrap"]
+    return argv
+
+
+def plain_command(python):
+    return [python, "-s", "-m", "executors.worker", "--mode", "none"]
+
+
+def plain_env():
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": package_root(),
+           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    return env
+
+
+def warn_once(key, message):
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def probe_bwrap(python, tmp_mb=64, timeout=30.0):
+    """Start one sandboxed worker and wait for its hello; (ok, reason). Cached per process."""
+    from executors import protocol
+
+    key = (python, tmp_mb)
+    with _probe_lock:
+        if key in _probe_cache:
+            return _probe_cache[key]
+        if not (shutil.which("bwrap") or os.path.exists("/usr/bin/bwrap")):
+            result = (False, "bubblewrap (bwrap) is not installed")
+        else:
+            try:
+                proc = subprocess.Popen(bwrap_command(python, tmp_mb), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            except OSError as e:
+                result = (False, f"cannot run bwrap: {e}")
+            else:
+                try:
+                    import time
+
+                    hello = protocol.FrameReader(proc.stdout.fileno()).read(
+                        time.monotonic() + timeout)
+                    result = (bool(hello.get("ready")), "")
+                except (protocol.ChannelError, protocol.Timeout):
+                    proc.kill()
+                    err = proc.stderr.read().decode("utf-8", "replace").strip()
+                    result = (False, err.splitlines()[-1] if err else "worker did not start")
+                finally:
+                    proc.stdin.close()
+                    proc.wait()
+                    proc.stdout.close()
+                    proc.stderr.close()
+        _probe_cache[key] = result
+        return result
+
+
+def resolve(mode, python, tmp_mb=64):
+    """'bwrap' or 'none' for a requested mode; warns once when namespaces are not used."""
+    if mode not in MODES:
+        raise ValueError(f"sandbox must be one of {MODES}, got {mode!r}")
+    if mode == "none":
+        warn_once("none", "executors: sandbox='none': programs run without namespaces "
+                          "(rlimits and deadlines still apply; host files and network are reachable)")
+        return "none"
+    ok, why = probe_bwrap(python, tmp_mb)
+    if ok:
+        return "bwrap"
+    if mode == "bwrap":
+        raise SandboxUnavailable(f"bubblewrap sandbox unavailable: {why}")
+    warn_once("auto", f"executors: namespaces unavailable ({why}); running programs without a "
+                      "sandbox (rlimits and deadlines still apply). Install bubblewrap to isolate them.")
+    return "none"

@@ -1,0 +1,224 @@
+"""Values that cross the sandbox boundary: a closed set of builtin types in tagged JSON.
+
+The child never pickles. It converts whatever the program returned into exact builtins
+(None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, nested) without
+calling the program's own methods, and the parent rebuilds exact builtins from JSON. So every
+comparison the parent makes runs on data whose `__eq__` nobody could have tampered with.
+
+Stdlib only: this module is imported inside the sandbox.
+"""
+import base64
+import json
+
+CONTAINERS = (list, tuple, dict, set, frozenset)
+SCALARS = (type(None), bool, int, float, complex, str, bytes)
+CLOSED = SCALARS + CONTAINERS
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: classes made at run time (by the program or stdlib .py)
+
+MAX_DEPTH = 100
+MAX_NODES = 1_000_000
+MAX_CHARS = 32 * 1024 * 1024
+_BIG_INT = 1 << 62
+
+
+class UnsupportedValue(TypeError):
+    """The program produced something outside the closed set of types, or too large a value."""
+
+
+class _Budget:
+    __slots__ = ("nodes", "chars")
+
+    def __init__(self, nodes, chars):
+        self.nodes = nodes
+        self.chars = chars
+
+    def take(self, chars=0):
+        self.nodes -= 1
+        self.chars -= chars
+        if self.nodes < 0 or self.chars < 0:
+            raise UnsupportedValue("value too large")
+
+
+def _base_scalar(v, t):
+    """Exact-type copy of a subclass instance, read through the base type's own slots."""
+    if issubclass(t, bool):  # bool cannot be subclassed; kept for completeness
+        return bool(int.__int__(v))
+    if issubclass(t, int):
+        return int.__int__(v)
+    if issubclass(t, float):
+        return float.__float__(v)
+    if issubclass(t, complex):
+        return complex(float.__float__(complex.real.__get__(v)), float.__float__(complex.imag.__get__(v)))
+    if issubclass(t, str):
+        return str.__str__(v)
+    if issubclass(t, bytes):
+        return bytes.__bytes__(v)
+    raise UnsupportedValue(f"unsupported type {t.__qualname__}")
+
+
+def _items(v, t):
+    """Items of a container read through the base type, so overridden __iter__ is not consulted."""
+    if issubclass(t, dict):
+        return list(dict.items(v))
+    if issubclass(t, (set, frozenset)):
+        return list(set.__iter__(v)) if issubclass(t, set) else list(frozenset.__iter__(v))
+    if issubclass(t, list):
+        return list(list.__iter__(v))
+    return list(tuple.__iter__(v))
+
+
+def encode(v, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS):
+    """`v` as a JSON-able tagged structure; raises UnsupportedValue outside the closed set."""
+    return _enc(v, max_depth, _Budget(max_nodes, max_chars))
+
+
+def _enc(v, depth, budget):
+    if depth < 0:
+        raise UnsupportedValue("value nested too deeply")
+    t = type(v)
+    if t is bool or v is None:
+        budget.take()
+        return v
+    if t is int:
+        budget.take()
+        if -_BIG_INT < v < _BIG_INT:
+            return v
+        h = hex(v)
+        budget.take(len(h))
+        return {"i": h}
+    if t is float:
+        budget.take()
+        return v
+    if t is str:
+        budget.take(len(v))
+        return v
+    if t is bytes:
+        budget.take(len(v))
+        return {"b": base64.b64encode(v).decode("ascii")}
+    if t is complex:
+        budget.take()
+        return {"c": [v.real, v.imag]}
+    if t in CONTAINERS or (isinstance(v, CONTAINERS) and not _numpy(t)):
+        budget.take()
+        items = _items(v, t)
+        if issubclass(t, dict):
+            return {"d": [[_enc(k, depth - 1, budget), _enc(x, depth - 1, budget)] for k, x in items]}
+        enc = [_enc(x, depth - 1, budget) for x in items]
+        if issubclass(t, list):
+            return enc
+        if issubclass(t, tuple):
+            return {"t": enc}
+        return {"s": enc} if issubclass(t, set) else {"f": enc}
+    if isinstance(v, SCALARS):
+        return _enc(_base_scalar(v, t), depth, budget)
+    if _numpy(t):
+        # numpy scalars and arrays: tolist() gives builtins (whatever it returns is re-checked)
+        budget.take()
+        return _enc(v.tolist(), depth - 1, budget)
+    raise UnsupportedValue(f"unsupported type {t.__module__}.{t.__qualname__}")
+
+
+def _numpy(t):
+    return getattr(t, "__module__", "") == "numpy" and hasattr(t, "tolist")
+
+
+def dumps(v, **caps):
+    """Encode and serialise to compact JSON text."""
+    return json.dumps(encode(v, **caps), separators=(",", ":"))
+
+
+def decode(obj, max_depth=MAX_DEPTH):
+    """Rebuild exact builtins from `encode`'s output; raises ValueError on anything malformed."""
+    try:
+        return _dec(obj, max_depth)
+    except (TypeError, RecursionError, ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"malformed value: {type(e).__name__}: {e}") from None
+
+
+def _dec(o, depth):
+    if depth < 0:
+        raise ValueError("nested too deeply")
+    t = type(o)
+    if o is None or t in (bool, int, float, str):
+        return o
+    if t is list:
+        return [_dec(x, depth - 1) for x in o]
+    if t is dict and len(o) == 1:
+        (tag, x), = o.items()
+        if tag == "t":
+            return tuple(_dec(e, depth - 1) for e in _list(x))
+        if tag == "d":
+            return {_dec(k, depth - 1): _dec(e, depth - 1) for k, e in (_pair(p) for p in _list(x))}
+        if tag == "s":
+            return {_dec(e, depth - 1) for e in _list(x)}
+        if tag == "f":
+            return frozenset(_dec(e, depth - 1) for e in _list(x))
+        if tag == "b" and type(x) is str:
+            return base64.b64decode(x.encode("ascii"), validate=True)
+        if tag == "c" and type(x) is list and len(x) == 2 and all(type(p) in (int, float) for p in x):
+            return complex(x[0], x[1])
+        if tag == "i" and type(x) is str:
+            return int(x, 16)
+    raise ValueError(f"unexpected {t.__name__}")
+
+
+def _list(x):
+    if type(x) is not list:
+        raise ValueError("expected a list")
+    return x
+
+
+def _pair(p):
+    if type(p) is not list or len(p) != 2:
+        raise ValueError("expected a [key, value] pair")
+    return p
+
+
+def loads(text, max_depth=MAX_DEPTH):
+    """Parse JSON text produced by `dumps`."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"malformed value: {e}") from None
+    return decode(obj, max_depth)
+
+
+def guard(v):
+    """Make a value safe to compare inside the child (for tests the child itself judges).
+
+    Values of builtin (static) types pass through unchanged, so iterators, functions and modules
+    still work in test code; containers are returned as-is unless they hold run-time classes.
+    Anything carrying a run-time class is converted to exact builtins (a subclass of int with a
+    forged __eq__ becomes a plain int) or rejected with TypeError (an object whose __eq__
+    always says True).
+    """
+    t = type(v)
+    if t in SCALARS:
+        return v
+    if isinstance(v, CONTAINERS):
+        if not (t.__flags__ & _HEAPTYPE) and _clean(v, MAX_DEPTH):
+            return v
+        return decode(encode(v))
+    if not (t.__flags__ & _HEAPTYPE):
+        return v
+    if isinstance(v, SCALARS):
+        return _base_scalar(v, t)
+    raise UnsupportedValue(
+        f"test values must be builtin types; got {t.__module__}.{t.__qualname__}")
+
+
+def _clean(v, depth):
+    """True if a static container holds only static types all the way down."""
+    if depth < 0:
+        return False
+    t = type(v)
+    if t in SCALARS:
+        return True
+    if t.__flags__ & _HEAPTYPE:
+        return False
+    if isinstance(v, CONTAINERS):
+        items = _items(v, t)
+        if isinstance(v, dict):
+            return all(_clean(k, depth - 1) and _clean(x, depth - 1) for k, x in items)
+        return all(_clean(x, depth - 1) for x in items)
+    return True
