@@ -1,0 +1,116 @@
+"""Forward-pass and greedy-decoding parity against transformers (PyTorch), as in MaxText's logit
+checker: same weights, same left-padded batch, compare logits on real tokens and greedy
+continuations. Used by scripts/check_parity.py and the parity tests; torch is imported lazily.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int32 [B, T] with rows right-aligned."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros((len(rows), width), np.int32)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r):] = r
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def positions(mask: np.ndarray) -> np.ndarray:
+    """HF position ids for a left-padded batch (cumsum(mask) - 1, pads clipped to 0), as ours."""
+    return np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
+
+
+def jax_logits(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.asarray(nnx.jit(lambda m, i, a: m(i, a))(model, jnp.asarray(ids), jnp.asarray(mask)))
+
+
+def jax_greedy(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int) -> np.ndarray:
+    """[B, max_new_tokens] greedy tokens with the KV cache: one prefill, then one token per step."""
+    b, p = ids.shape
+    cache = model.init_cache(b, p + max_new_tokens)
+    full = np.zeros((b, p + max_new_tokens), np.int32)
+    full[:, :p] = mask
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def step(state, tokens, full_mask, cache):
+        out = nnx.merge(graphdef, state).forward(tokens, full_mask, cache=cache)
+        return jnp.argmax(out.logits[:, -1], axis=-1).astype(jnp.int32), out.cache
+
+    tok, cache = step(state, jnp.asarray(ids), jnp.asarray(full), cache)
+    out = [tok]
+    for t in range(1, max_new_tokens):
+        full[:, p + t - 1] = 1
+        tok, cache = step(state, tok[:, None], jnp.asarray(full), cache)
+        out.append(tok)
+    return np.stack([np.asarray(t) for t in out], axis=1)
+
+
+def hf_logits(hf_model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        out = hf_model(input_ids=torch.as_tensor(ids, dtype=torch.long),
+                       attention_mask=torch.as_tensor(mask, dtype=torch.long),
+                       position_ids=torch.as_tensor(positions(mask), dtype=torch.long))
+    return out.logits.float().numpy()
+
+
+@contextlib.contextmanager
+def _no_eos(hf_model, pad_id: int):
+    """transformers merges the model's eos into any GenerationConfig we pass; swap it out."""
+    from transformers import GenerationConfig
+
+    saved = hf_model.generation_config
+    hf_model.generation_config = GenerationConfig(do_sample=False, eos_token_id=None, pad_token_id=pad_id)
+    try:
+        yield
+    finally:
+        hf_model.generation_config = saved
+
+
+def hf_greedy(hf_model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, pad_id: int = 0) -> np.ndarray:
+    """[B, max_new_tokens] greedy tokens from transformers' generate (never stopping at eos)."""
+    import torch
+
+    with torch.no_grad(), _no_eos(hf_model, pad_id):
+        out = hf_model.generate(torch.as_tensor(ids, dtype=torch.long),
+                                attention_mask=torch.as_tensor(mask, dtype=torch.long),
+                                max_new_tokens=max_new_tokens, min_new_tokens=0)
+    return out[:, ids.shape[1]:].numpy()
+
+
+def max_logit_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Largest |a - b| over real (non-pad) positions."""
+    real = mask.astype(bool)
+    return float(np.abs(a[real].astype(np.float64) - b[real].astype(np.float64)).max())
+
+
+def hf_model_from_gguf(path):
+    """transformers' own reading of a llama GGUF (its dequantisation and q/k un-permutation) in a
+    float32 LlamaForCausalLM: an independent reference for our GGUF import."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    meta = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+    fields = {k: v for k, v in meta.items() if k not in ("model_type", "_model_name_or_path", "unk_token_id")}
+    with torch.device("meta"):
+        skeleton = LlamaForCausalLM(LlamaConfig(**fields))
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton)["tensors"]
+    model = LlamaForCausalLM(LlamaConfig(**fields)).float().eval()
+    result = model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in tensors.items()}, strict=False)
+    if result.unexpected_keys or [k for k in result.missing_keys if k != "lm_head.weight"]:
+        raise ValueError(f"transformers' GGUF reading did not fill the model: {result}")
+    model.tie_weights()
+    return model
