@@ -27,11 +27,11 @@ TEST_FUNC = "__sandbox_test__"
 _TB_LINES = 6
 _MAX_MSG = 2000
 
-# Audit events refused inside the child: tracing (jumping over a failing assert), raw memory and
-# object-graph access (ctypes, gc), crafted bytecode. Legit solutions do not need them.
+# Audit events refused inside the child: tracing (a trace function can jump over a failing
+# assert), raw memory (ctypes) and object-graph walks (gc). Legit solutions do not need them.
 _BLOCKED_EVENTS = frozenset({
     "sys.settrace", "sys.setprofile", "sys._current_frames", "gc.get_objects", "gc.get_referrers",
-    "gc.get_referents", "code.__new__", "marshal.loads", "marshal.load",
+    "gc.get_referents",
 })
 _BLOCKED_PREFIXES = ("ctypes.",)
 _BLOCKED_IMPORTS = ("ctypes", "_ctypes")
@@ -42,18 +42,27 @@ _NO_NAMESPACE_EVENTS = frozenset({
 })
 
 
+# Rewriting a function's code or defaults would let a program reprogram the harness below.
+_FROZEN_FUNC_ATTRS = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
+
+
 def install_audit_hook(strict):
+    """Refuse the events above for everything that runs in this process from now on (an audit
+    hook cannot be removed), and make the harness modules unreachable through sys.modules."""
     extra = _NO_NAMESPACE_EVENTS if strict else frozenset()
 
     def hook(event, args, _blocked=_BLOCKED_EVENTS, _extra=extra, _pre=_BLOCKED_PREFIXES,
-             _imports=_BLOCKED_IMPORTS, _str=str):
+             _imports=_BLOCKED_IMPORTS, _frozen=_FROZEN_FUNC_ATTRS, _str=str, _type=type,
+             _len=len):
         if event in _blocked or event in _extra or event.startswith(_pre):
             raise RuntimeError(f"{event} is not allowed in the sandbox")
-        if event == "import" and args and type(args[0]) is _str and args[0].split(".")[0] in _imports:
+        if event == "import" and args and _type(args[0]) is _str and args[0].split(".")[0] in _imports:
             raise ImportError(f"module {args[0]} is not available in the sandbox")
+        if event == "object.__setattr__" and _len(args) > 1 and args[1] in _frozen:
+            raise RuntimeError(f"setting {args[1]} is not allowed in the sandbox")
 
-    for name in [m for m in sys.modules if m.split(".")[0] in _BLOCKED_IMPORTS]:
-        del sys.modules[name]
+    for name in [m for m in sys.modules if m.split(".")[0] in _BLOCKED_IMPORTS + ("executors",)]:
+        del sys.modules[name]  # an `import executors.child` now loads a separate copy
     sys.addaudithook(hook)
 
 
@@ -89,83 +98,86 @@ def _format_exception(exc):
         return f"{type(exc).__name__}\n"
 
 
-class Reporter:
-    """Signs and writes frames to the result pipe."""
+def make_sender(fd, sign, _encode=protocol.encode_frame, _write=protocol.write_all):
+    """A function that signs and writes one frame to the result pipe."""
+    seq = [0]
 
-    def __init__(self, fd, sign):
-        self._fd = fd
-        self._sign = sign
-        self._seq = 0
+    def send(obj):
+        frame = _encode(obj, sign, seq[0])
+        seq[0] += 1
+        _write(fd, frame)
 
-    def send(self, obj):
-        frame = protocol.encode_frame(obj, self._sign, self._seq)
-        self._seq += 1
-        protocol.write_all(self._fd, frame)
+    return send
 
 
-def _register_source(filename, source):
+def _register_source(filename, source, _cache=linecache.cache):
     lines = source.splitlines(True)
-    linecache.cache[filename] = (len(source), None, lines, filename)
+    _cache[filename] = (len(source), None, lines, filename)
 
 
-def _enc_value(v, caps):
+# The runners below take what they call as default arguments, bound at import: a program that
+# rebinds builtins or this module's globals does not change how its tests are run or reported.
+
+def _enc_value(v, caps, _encode=values.encode, _unsupported=values.UnsupportedValue):
     try:
-        return {"v": values.encode(v, **caps)}
-    except values.UnsupportedValue as e:
+        return {"v": _encode(v, **caps)}
+    except _unsupported as e:
         return {"u": str(e)}
     except RecursionError:
         return {"u": "value nested too deeply"}
 
 
-def _eval_exprs(spec, ns, caps):
+def _eval_exprs(spec, ns, caps, _compile=compile, _eval=eval, _exec=exec, _guard=values.guard,
+                _enc=_enc_value, _info=exception_info, _register=_register_source,
+                _skip=_HARNESS_FILES | {TEST_FILE}):
     """Pre-statements, then each expression in order; stops at the first exception.
 
     Each expression is compiled as `lambda GUARD: (expr)`, so the guard inside it is a local
     the program cannot rebind.
     """
     if spec.get("pre"):
-        _register_source(TEST_FILE, spec["pre"])
-        exec(compile(spec["pre"], TEST_FILE, "exec"), ns)
+        _register(TEST_FILE, spec["pre"])
+        _exec(_compile(spec["pre"], TEST_FILE, "exec"), ns)
     out = []
     for src in spec["exprs"]:
+        wrapped = f"lambda {GUARD_NAME}: (\n{src}\n)"
         try:
-            fn = eval(compile(f"lambda {GUARD_NAME}: (\n{src}\n)", TEST_FILE, "eval"), ns)
-            _register_source(TEST_FILE, f"lambda {GUARD_NAME}: (\n{src}\n)")
-            v = fn(values.guard)
+            _register(TEST_FILE, wrapped)
+            v = _eval(_compile(wrapped, TEST_FILE, "eval"), ns)(_guard)
         except BaseException as e:
-            out.append({"e": exception_info(e, _HARNESS_FILES | {TEST_FILE})})
+            out.append({"e": _info(e, _skip)})
             break
-        out.append(_enc_value(v, caps))
+        out.append(_enc(v, caps))
     return {"vals": out}
 
 
-def _call(spec, ns, caps):
+def _call(spec, ns, caps, _decode=values.decode, _enc=_enc_value):
     fn = ns.get(spec["fn"])
     if fn is None:
         raise NameError(f"name {spec['fn']!r} is not defined")
-    args = values.decode(spec["args"])
-    return {"vals": [_enc_value(fn(*args), caps)]}
+    return {"vals": [_enc(fn(*_decode(spec["args"])), caps)]}
 
 
-def _run_test_code(spec, ns):
+def _run_test_code(spec, ns, _compile=compile, _exec=exec, _guard=values.guard,
+                   _register=_register_source):
     """Run child-judged test code; returns what the wrapper returns (check, for check tests)."""
-    _register_source(TEST_FILE, spec["src"])
-    code = compile(spec["src"], TEST_FILE, "exec")
+    _register(TEST_FILE, spec["src"])
+    code = _compile(spec["src"], TEST_FILE, "exec")
     if not spec.get("wrapped"):
-        ns[GUARD_NAME] = values.guard
-        exec(code, ns)
+        ns[GUARD_NAME] = _guard
+        _exec(code, ns)
         return ns.get("check")
-    exec(code, ns)
-    return ns.pop(TEST_FUNC)(values.guard)
+    _exec(code, ns)
+    return ns.pop(TEST_FUNC)(_guard)
 
 
-def _exec(spec, ns):
-    _run_test_code(spec, ns)
+def _exec_test(spec, ns, caps, _run=_run_test_code):
+    _run(spec, ns)
     return {"ok": True}
 
 
-def _check(spec, ns):
-    check = _run_test_code(spec, ns)
+def _check(spec, ns, caps, _run=_run_test_code):
+    check = _run(spec, ns)
     fn = ns.get(spec["entry"])
     if fn is None:
         raise NameError(f"name {spec['entry']!r} is not defined")
@@ -229,48 +241,47 @@ def _run_stdio(code, stdin_text, limits, result_fd):
     }
 
 
-def run(job, start, reporter, result_fd):
-    """Load the program and run tests[start:], reporting each."""
+_RUNNERS = (("exprs", _eval_exprs), ("call", _call), ("exec", _exec_test), ("check", _check))
+
+
+def run(job, start, send, result_fd, _runners=_RUNNERS, _info=exception_info, _clock=time.perf_counter,
+        _compile=compile, _exec=exec):
+    """Load the program and run tests[start:], reporting each through `send`."""
     limits = limits_mod.Limits.from_dict(job["limits"])
     caps = {"max_chars": limits.max_value_chars}
     tests = job["tests"]
     is_stdio = any(t["kind"] == "stdio" for t in tests)
     ns = {"__name__": "solution", "__builtins__": builtins}
     _register_source(PROGRAM_FILE, job["code"])
-    t0 = time.perf_counter()
+    t0 = _clock()
     try:
-        code = compile(job["code"], PROGRAM_FILE, "exec")
+        code = _compile(job["code"], PROGRAM_FILE, "exec")
         if not is_stdio:
-            if job.get("setup"):
-                exec(compile(job["setup"], "<setup>", "exec"), ns)
-            exec(code, ns)
+            _exec(code, ns)
+            if job.get("setup"):  # MBPP order: test_setup_code may use the program's classes
+                _exec(_compile(job["setup"], "<setup>", "exec"), ns)
     except BaseException as e:
-        reporter.send({"t": "load", "e": exception_info(e), "dt": time.perf_counter() - t0})
+        send({"t": "load", "e": _info(e), "dt": _clock() - t0})
         return
-    reporter.send({"t": "load", "dt": time.perf_counter() - t0})
+    send({"t": "load", "dt": _clock() - t0})
     for i in range(start, len(tests)):
         spec = tests[i]
-        reporter.send({"t": "start", "i": i})
-        t0 = time.perf_counter()
+        send({"t": "start", "i": i})
+        t0 = _clock()
         try:
             kind = spec["kind"]
-            if kind == "exprs":
-                res = _eval_exprs(spec, ns, caps)
-            elif kind == "call":
-                res = _call(spec, ns, caps)
-            elif kind == "exec":
-                res = _exec(spec, ns)
-            elif kind == "check":
-                res = _check(spec, ns)
-            elif kind == "stdio":
+            if kind == "stdio":
                 res = _run_stdio(code, spec["stdin"], limits, result_fd)
             else:
-                raise ValueError(f"unknown test kind {kind!r}")
+                runner = [fn for name, fn in _runners if name == kind]
+                if not runner:
+                    raise ValueError(f"unknown test kind {kind!r}")
+                res = runner[0](spec, ns, caps)
         except BaseException as e:
-            res = {"e": exception_info(e)}
-        res.update(t="res", i=i, dt=time.perf_counter() - t0)
-        reporter.send(res)
-    reporter.send({"t": "done"})
+            res = {"e": _info(e)}
+        res.update(t="res", i=i, dt=_clock() - t0)
+        send(res)
+    send({"t": "done"})
 
 
 def main(job, start, result_fd, key_fd, workdir, env, strict, drop_to):
@@ -279,7 +290,7 @@ def main(job, start, result_fd, key_fd, workdir, env, strict, drop_to):
     try:
         key = os.read(key_fd, 64)
         os.close(key_fd)
-        reporter = Reporter(result_fd, protocol.make_signer(key))
+        send = make_sender(result_fd, protocol.make_signer(key))
         del key
         os.closerange(3, result_fd)
         os.closerange(result_fd + 1, 1 << 16)
@@ -288,8 +299,7 @@ def main(job, start, result_fd, key_fd, workdir, env, strict, drop_to):
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        os.setsid()
-        os.chdir(workdir)
+        os.chdir(workdir)  # (no setsid here: it costs ~3 ms; the worker has its own session)
         if drop_to is not None:
             os.setgroups([])
             os.setresgid(drop_to, drop_to, drop_to)
@@ -305,7 +315,7 @@ def main(job, start, result_fd, key_fd, workdir, env, strict, drop_to):
         limits = limits_mod.Limits.from_dict(job["limits"])
         limits_mod.apply_rlimits(limits, job["cpu_seconds"])
         install_audit_hook(strict)
-        run(job, start, reporter, result_fd)
+        run(job, start, send, result_fd)
     except BaseException:
         status = 70
     finally:

@@ -66,6 +66,7 @@ class ExecutionPool:
         self._ids = itertools.count()
         self._closed = False
         n = workers or os.cpu_count() or 1
+        self.workers = n
         self._threads = [threading.Thread(target=_WorkerSlot(self, i).serve, daemon=True,
                                           name=f"executors-worker-{i}") for i in range(n)]
         for t in self._threads:
@@ -253,7 +254,8 @@ class _WorkerSlot:
         self.stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self.stderr, env=env, close_fds=True)
+                                         stderr=self.stderr, env=env, close_fds=True,
+                                         start_new_session=True)
         except OSError as e:
             self.proc = None
             return str(e)

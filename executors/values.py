@@ -183,38 +183,61 @@ def loads(text, max_depth=MAX_DEPTH):
     return decode(obj, max_depth)
 
 
+# Dunders a class may define and still be inert: none of them changes how its instances compare,
+# convert, iterate, or answer isinstance.
+_INERT_DUNDERS = frozenset({
+    "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__slots__",
+    "__annotations__", "__init__", "__new__", "__repr__", "__str__", "__format__", "__del__",
+    "__init_subclass__", "__set_name__", "__class_getitem__", "__getstate__", "__setstate__",
+    "__reduce__", "__reduce_ex__", "__getnewargs__", "__getnewargs_ex__", "__copy__",
+    "__deepcopy__", "__match_args__", "__firstlineno__", "__static_attributes__", "__orig_bases__",
+    "__parameters__", "__call__", "__enter__", "__exit__", "__abstractmethods__",
+})
+
+
+def _inert(t):
+    """A run-time class whose instances behave like plain objects in comparisons and builtins."""
+    if type(t) is not type:
+        return False  # a custom metaclass can answer isinstance() as it likes
+    for klass in t.__mro__:
+        if klass.__flags__ & _HEAPTYPE:
+            for name in vars(klass):
+                if name.startswith("__") and name.endswith("__") and name not in _INERT_DUNDERS:
+                    return False
+    return True
+
+
 def guard(v):
     """Make a value safe to compare inside the child (for tests the child itself judges).
 
-    Values of builtin (static) types pass through unchanged, so iterators, functions and modules
-    still work in test code; containers are returned as-is unless they hold run-time classes.
-    Anything carrying a run-time class is converted to exact builtins (a subclass of int with a
-    forged __eq__ becomes a plain int) or rejected with TypeError (an object whose __eq__
-    always says True).
+    Builtin (static) types and inert run-time classes (e.g. random.Random, a plain record class)
+    pass through unchanged, so iterators, functions, modules and helper objects still work in
+    test code. A class that redefines behaviour (__eq__, __bool__, __len__, __sub__, ...) is
+    converted to exact builtins when it subclasses one (an int subclass with a forged __eq__
+    becomes a plain int) and rejected with TypeError otherwise (an object whose __eq__ always
+    says True). Containers are checked all the way down.
     """
     t = type(v)
     if t in SCALARS:
         return v
-    if isinstance(v, CONTAINERS):
-        if not (t.__flags__ & _HEAPTYPE) and _clean(v, MAX_DEPTH):
-            return v
+    if t.__flags__ & _HEAPTYPE and not _inert(t):
+        if isinstance(v, CLOSED):
+            return decode(encode(v))
+        raise UnsupportedValue(
+            f"test values must be builtin types; got {t.__module__}.{t.__qualname__}")
+    if isinstance(v, CONTAINERS) and not _clean(v, MAX_DEPTH):
         return decode(encode(v))
-    if not (t.__flags__ & _HEAPTYPE):
-        return v
-    if isinstance(v, SCALARS):
-        return _base_scalar(v, t)
-    raise UnsupportedValue(
-        f"test values must be builtin types; got {t.__module__}.{t.__qualname__}")
+    return v
 
 
 def _clean(v, depth):
-    """True if a static container holds only static types all the way down."""
+    """True if a container holds only builtin or inert values all the way down."""
     if depth < 0:
         return False
     t = type(v)
     if t in SCALARS:
         return True
-    if t.__flags__ & _HEAPTYPE:
+    if t.__flags__ & _HEAPTYPE and not _inert(t):
         return False
     if isinstance(v, CONTAINERS):
         items = _items(v, t)
