@@ -5,12 +5,30 @@
         [result] = pool.run([Program("p0", "def f(x):\n    return x + 1\n",
                                      [TestCase.assertion("assert f(1) == 2")])])
 
-Imports only the standard library (never JAX or numpy): workers are fresh interpreters.
+Imports only the standard library (never JAX or numpy). The names below load lazily, so the
+sandboxed worker (`python -m executors.worker`) stays small: it imports none of the pool code.
 """
-from executors.limits import Limits
-from executors.pool import ExecutionPool
-from executors.sandbox import SandboxUnavailable
-from executors.testcase import ExecutionResult, Program, TestCase, TestResult
+import importlib
 
-__all__ = ["ExecutionPool", "ExecutionResult", "Limits", "Program", "SandboxUnavailable",
-           "TestCase", "TestResult"]
+_EXPORTS = {
+    "ExecutionPool": "executors.pool",
+    "ExecutionResult": "executors.testcase",
+    "Limits": "executors.limits",
+    "Program": "executors.testcase",
+    "SandboxUnavailable": "executors.sandbox",
+    "TestCase": "executors.testcase",
+    "TestResult": "executors.testcase",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'executors' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

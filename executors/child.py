@@ -24,6 +24,7 @@ PROGRAM_FILE = "<solution>"
 TEST_FILE = "<test>"
 GUARD_NAME = "__sandbox_guard__"
 TEST_FUNC = "__sandbox_test__"
+STDIN_FILE, STDOUT_FILE, STDERR_FILE = ".stdin", ".stdout", ".stderr"  # stdio tests, in the cwd
 _TB_LINES = 6
 _MAX_MSG = 2000
 
@@ -35,31 +36,69 @@ _BLOCKED_EVENTS = frozenset({
 })
 _BLOCKED_PREFIXES = ("ctypes.",)
 _BLOCKED_IMPORTS = ("ctypes", "_ctypes")
-# Without namespaces the child also may not start programs or open sockets.
+# Without namespaces nothing else isolates the program, so the hook also refuses to start
+# processes, send signals, open sockets, or change files outside the program's private directory.
 _NO_NAMESPACE_EVENTS = frozenset({
-    "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen", "socket.connect",
-    "socket.bind", "socket.sendto", "socket.sendmsg", "pty.spawn",
+    "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
+    "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "socket.connect", "socket.bind",
+    "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
 })
-
-
+_PATH_EVENTS = {  # event -> positions of path arguments that must stay inside the work dir
+    "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1), "os.link": (0, 1),
+    "os.symlink": (1,), "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,),
+    "os.utime": (0,), "os.mkdir": (0,), "os.chflags": (0,), "os.lchflags": (0,),
+    "os.setxattr": (0,), "os.removexattr": (0,), "shutil.rmtree": (0,),
+}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 # Rewriting a function's code or defaults would let a program reprogram the harness below.
 _FROZEN_FUNC_ATTRS = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 
 
-def install_audit_hook(strict):
+def _inside(path, root, _fspath=os.fspath, _realpath=os.path.realpath, _type=type):
+    if _type(path) is int:
+        return True  # an already open descriptor
+    try:
+        path = _fspath(path)
+        if _type(path) is bytes:
+            path = path.decode("utf-8", "surrogateescape")
+        if path in ("/dev/null", "/dev/stdout", "/dev/stderr"):
+            return True
+        real = _realpath(path)
+    except Exception:
+        return False
+    return real == root or real.startswith(root + "/")
+
+
+def install_audit_hook(workdir=None):
     """Refuse the events above for everything that runs in this process from now on (an audit
-    hook cannot be removed), and make the harness modules unreachable through sys.modules."""
-    extra = _NO_NAMESPACE_EVENTS if strict else frozenset()
+    hook cannot be removed), and make the harness modules unreachable through sys.modules.
+    With `workdir` (no namespaces) also refuse processes, signals, sockets and writes outside it.
+    """
+    extra = _NO_NAMESPACE_EVENTS if workdir else frozenset()
+    root = os.path.realpath(workdir) if workdir else None
 
     def hook(event, args, _blocked=_BLOCKED_EVENTS, _extra=extra, _pre=_BLOCKED_PREFIXES,
-             _imports=_BLOCKED_IMPORTS, _frozen=_FROZEN_FUNC_ATTRS, _str=str, _type=type,
-             _len=len):
+             _imports=_BLOCKED_IMPORTS, _frozen=_FROZEN_FUNC_ATTRS, _paths=_PATH_EVENTS,
+             _inside=_inside, _root=root, _wflags=_WRITE_FLAGS, _str=str, _type=type, _len=len,
+             _int=int):
         if event in _blocked or event in _extra or event.startswith(_pre):
             raise RuntimeError(f"{event} is not allowed in the sandbox")
         if event == "import" and args and _type(args[0]) is _str and args[0].split(".")[0] in _imports:
             raise ImportError(f"module {args[0]} is not available in the sandbox")
         if event == "object.__setattr__" and _len(args) > 1 and args[1] in _frozen:
             raise RuntimeError(f"setting {args[1]} is not allowed in the sandbox")
+        if _root is None:
+            return
+        if event == "open" and _len(args) >= 3:
+            mode, flags = args[1], args[2]
+            writes = (_type(mode) is _str and any(c in mode for c in "wax+")) or (
+                _type(flags) is _int and flags & _wflags)
+            if writes and not _inside(args[0], _root):
+                raise PermissionError(f"writing {args[0]!r} is not allowed in the sandbox")
+        elif event in _paths:
+            for k in _paths[event]:
+                if k < _len(args) and not _inside(args[k], _root):
+                    raise PermissionError(f"{event} on {args[k]!r} is not allowed in the sandbox")
 
     for name in [m for m in sys.modules if m.split(".")[0] in _BLOCKED_IMPORTS + ("executors",)]:
         del sys.modules[name]  # an `import executors.child` now loads a separate copy
@@ -185,60 +224,41 @@ def _check(spec, ns, caps, _run=_run_test_code):
     return {"ok": True}
 
 
-def _run_stdio(code, stdin_text, limits, result_fd):
-    """Run the program as __main__ in a grandchild with the given stdin; return its output."""
-    paths = {k: os.path.abspath(f".{k}") for k in ("stdin", "stdout", "stderr")}
-    with open(paths["stdin"], "wb") as f:
-        f.write(stdin_text.encode("utf-8", "surrogateescape"))
-    pid = os.fork()
-    if pid == 0:
-        status = 1
+def _run_as_main(code, result_fd):
+    """Run a stdio program as __main__ with fds 0/1/2 on the worker's files. Never returns:
+    the exit status is the verdict's input, and the worker reads the output files itself."""
+    status = 1
+    try:
+        os.close(result_fd)
+        for fd, (name, flags) in enumerate(((STDIN_FILE, os.O_RDONLY),
+                                            (STDOUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                            (STDERR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))):
+            opened = os.open(name, flags, 0o600)
+            os.dup2(opened, fd)
+            os.close(opened)
+        sys.stdin = io.TextIOWrapper(io.open(0, "rb", closefd=False), encoding="utf-8")
+        sys.stdout = io.TextIOWrapper(io.open(1, "wb", closefd=False), encoding="utf-8")
+        sys.stderr = io.TextIOWrapper(io.open(2, "wb", closefd=False), encoding="utf-8",
+                                      errors="backslashreplace", line_buffering=True)
         try:
-            os.close(result_fd)
-            for fd, (name, flags) in enumerate((("stdin", os.O_RDONLY),
-                                                ("stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                                                ("stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC))):
-                opened = os.open(paths[name], flags, 0o600)
-                os.dup2(opened, fd)
-                os.close(opened)
-            sys.stdin = io.TextIOWrapper(io.open(0, "rb", closefd=False), encoding="utf-8")
-            sys.stdout = io.TextIOWrapper(io.open(1, "wb", closefd=False), encoding="utf-8")
-            sys.stderr = io.TextIOWrapper(io.open(2, "wb", closefd=False), encoding="utf-8",
-                                          errors="backslashreplace", line_buffering=True)
-            ns = {"__name__": "__main__", "__builtins__": builtins}
-            try:
-                exec(code, ns)
+            exec(code, {"__name__": "__main__", "__builtins__": builtins})
+            status = 0
+        except SystemExit as e:
+            if e.code is None or e.code == 0:
                 status = 0
-            except SystemExit as e:
-                if e.code is None or e.code == 0:
-                    status = 0
-                elif type(e.code) is int:
-                    status = e.code & 0xFF or 1
-                else:
-                    sys.stderr.write(f"{e.code}\n")
-            except BaseException as e:
-                sys.stderr.write(_format_exception(e))
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except BaseException:
-                    status = status or 1
-        finally:
-            os._exit(status)
-    _, wstatus = os.waitpid(pid, 0)
-    with open(paths["stdout"], "rb") as f:
-        out = f.read(limits.max_output_bytes + 1)
-    with open(paths["stderr"], "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - _MAX_MSG))
-        err = f.read().decode("utf-8", "replace")
-    truncated = len(out) > limits.max_output_bytes
-    return {
-        "out": out[:limits.max_output_bytes].decode("utf-8", "replace"),
-        "trunc": truncated,
-        "exit": os.waitstatus_to_exitcode(wstatus),
-        "err": err,
-    }
+            elif type(e.code) is int:
+                status = e.code & 0xFF or 1
+            else:
+                sys.stderr.write(f"{e.code}\n")
+        except BaseException as e:
+            sys.stderr.write(_format_exception(e))
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                status = status or 1
+    finally:
+        os._exit(status)
 
 
 _RUNNERS = (("exprs", _eval_exprs), ("call", _call), ("exec", _exec_test), ("check", _check))
@@ -264,19 +284,19 @@ def run(job, start, send, result_fd, _runners=_RUNNERS, _info=exception_info, _c
         send({"t": "load", "e": _info(e), "dt": _clock() - t0})
         return
     send({"t": "load", "dt": _clock() - t0})
+    if is_stdio:  # one whole run of the program per child
+        send({"t": "start", "i": start})
+        _run_as_main(code, result_fd)
     for i in range(start, len(tests)):
         spec = tests[i]
         send({"t": "start", "i": i})
         t0 = _clock()
         try:
             kind = spec["kind"]
-            if kind == "stdio":
-                res = _run_stdio(code, spec["stdin"], limits, result_fd)
-            else:
-                runner = [fn for name, fn in _runners if name == kind]
-                if not runner:
-                    raise ValueError(f"unknown test kind {kind!r}")
-                res = runner[0](spec, ns, caps)
+            runner = [fn for name, fn in _runners if name == kind]
+            if not runner:
+                raise ValueError(f"unknown test kind {kind!r}")
+            res = runner[0](spec, ns, caps)
         except BaseException as e:
             res = {"e": _info(e)}
         res.update(t="res", i=i, dt=_clock() - t0)
@@ -284,7 +304,7 @@ def run(job, start, send, result_fd, _runners=_RUNNERS, _info=exception_info, _c
     send({"t": "done"})
 
 
-def main(job, start, result_fd, key_fd, workdir, env, strict, drop_to):
+def main(job, start, result_fd, key_fd, workdir, env, isolated):
     """Entry point in the freshly forked child. Never returns."""
     status = 0
     try:
@@ -300,10 +320,6 @@ def main(job, start, result_fd, key_fd, workdir, env, strict, drop_to):
             os.dup2(null, fd)
         os.close(null)
         os.chdir(workdir)  # (no setsid here: it costs ~3 ms; the worker has its own session)
-        if drop_to is not None:
-            os.setgroups([])
-            os.setresgid(drop_to, drop_to, drop_to)
-            os.setresuid(drop_to, drop_to, drop_to)
         os.environ.clear()
         os.environ.update(env)
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
@@ -314,7 +330,7 @@ def main(job, start, result_fd, key_fd, workdir, env, strict, drop_to):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead
         limits = limits_mod.Limits.from_dict(job["limits"])
         limits_mod.apply_rlimits(limits, job["cpu_seconds"])
-        install_audit_hook(strict)
+        install_audit_hook(None if isolated else workdir)
         run(job, start, send, result_fd)
     except BaseException:
         status = 70

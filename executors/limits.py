@@ -2,30 +2,37 @@
 
 Stdlib only: this module is imported inside the sandbox.
 """
-import dataclasses
+import collections
 import math
 import resource
 
+_FIELDS = (
+    ("per_test_timeout", 3.0),     # seconds of wall time for one test (and for loading the code)
+    ("program_timeout", 60.0),     # cap on one program's wall time, all tests and restarts
+    ("memory_mb", 2048),           # address space per process
+    ("file_size_mb", 16),          # largest file a program may write (also captured stdout)
+    ("max_open_files", 256),
+    ("max_processes", 128),        # processes and threads per sandbox user; bounds fork bombs
+    ("max_output_bytes", 1 << 20),  # stdout kept for stdio tests; beyond it the test fails
+    ("max_value_chars", 16 << 20),  # size cap of a returned value
+)
 
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """Per-program limits. Wall-clock deadlines are enforced by the worker; the rest by rlimits."""
 
-    per_test_timeout: float = 3.0      # seconds of wall time for one test (and for loading the code)
-    program_timeout: float = 60.0      # cap on one program's wall time, all tests and restarts
-    memory_mb: int = 2048              # address space per process
-    file_size_mb: int = 16             # largest file a program may write (also captured stdout)
-    max_open_files: int = 256
-    max_processes: int = 64            # per sandbox user; bounds fork bombs
-    max_output_bytes: int = 1 << 20    # stdout kept for stdio tests; beyond it the test fails
-    max_value_chars: int = 16 << 20    # size cap of a returned value
+class Limits(collections.namedtuple("Limits", [name for name, _ in _FIELDS],
+                                    defaults=[default for _, default in _FIELDS])):
+    """Per-program limits. Wall-clock deadlines are enforced by the worker; the rest by rlimits.
+
+    (A namedtuple rather than a dataclass: the sandboxed worker should not import `inspect`.)
+    """
+
+    __slots__ = ()
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        return dict(self._asdict())
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        return cls(**{name: d[name] for name in cls._fields if name in d})
 
 
 def apply_rlimits(limits, cpu_seconds):

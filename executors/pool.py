@@ -45,7 +45,7 @@ class ExecutionPool:
 
     def __init__(self, workers=None, per_test_timeout=3.0, memory_mb=2048, program_timeout=60.0,
                  sandbox="auto", cache_size=10_000, cache_dir=None, file_size_mb=16,
-                 max_open_files=256, max_processes=64, max_output_bytes=1 << 20,
+                 max_open_files=256, max_processes=128, max_output_bytes=1 << 20,
                  python=None, max_jobs_per_worker=2000, tmp_mb=64, start_timeout=60.0):
         if per_test_timeout <= 0 or program_timeout <= 0:
             raise ValueError("timeouts must be positive")
@@ -67,8 +67,9 @@ class ExecutionPool:
         self._closed = False
         n = workers or os.cpu_count() or 1
         self.workers = n
-        self._threads = [threading.Thread(target=_WorkerSlot(self, i).serve, daemon=True,
-                                          name=f"executors-worker-{i}") for i in range(n)]
+        self._slots = [_WorkerSlot(self, i) for i in range(n)]
+        self._threads = [threading.Thread(target=s.serve, daemon=True, name=f"executors-worker-{i}")
+                         for i, s in enumerate(self._slots)]
         for t in self._threads:
             t.start()
 
@@ -109,6 +110,10 @@ class ExecutionPool:
         if progress:
             _follow(futures, progress)
         return [f.result() for f in futures]
+
+    def worker_pids(self):
+        """PIDs of the live worker processes (diagnostics; under bwrap, its outer process)."""
+        return [s.proc.pid for s in self._slots if s.proc is not None]
 
     def close(self):
         if self._closed:
@@ -193,6 +198,9 @@ class _WorkerSlot:
         self.stderr = None
 
     def serve(self):
+        err = self._start()  # pre-start, so the first program does not pay for it
+        if err:
+            log.warning("executors: worker %d did not start (%s); will retry", self.index, err)
         try:
             while True:
                 item = self.pool._queue.get()
@@ -248,7 +256,8 @@ class _WorkerSlot:
     def _start(self):
         pool = self.pool
         if pool.sandbox == "bwrap":
-            cmd, env = sandbox_mod.bwrap_command(pool.python, pool.tmp_mb), None
+            cmd = sandbox_mod.bwrap_command(pool.python, pool.tmp_mb, sandbox_mod.worker_uid(self.index))
+            env = None
         else:
             cmd, env = sandbox_mod.plain_command(pool.python), sandbox_mod.plain_env()
         self.stderr = tempfile.TemporaryFile()

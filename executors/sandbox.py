@@ -57,8 +57,17 @@ def _python_binds(python):
     return out
 
 
-def bwrap_command(python, tmp_mb):
-    """argv that starts the worker inside bubblewrap."""
+def worker_uid(index):
+    """An unprivileged uid for worker `index` of this process (when we run as root).
+
+    One uid per worker: RLIMIT_NPROC counts processes per uid, so a fork bomb in one sandbox
+    cannot starve another (or anything else running as `nobody`).
+    """
+    return 0x40000000 + ((os.getpid() & 0xFFFF) << 8) + (index & 0xFF)
+
+
+def bwrap_command(python, tmp_mb, uid=65534):
+    """argv that starts the worker inside bubblewrap (`uid`: see worker_uid; used as root)."""
     bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
     argv = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--as-pid-1", "--new-session"]
@@ -85,7 +94,8 @@ def bwrap_command(python, tmp_mb):
     argv += ["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
              "--setenv", "PYTHONPATH", package_root(), "--setenv", "PYTHONHASHSEED", "0",
              "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "LANG", "C.UTF-8",
-             "--chdir", "/tmp", "--", python, "-s", "-m", "executors.worker", "--mode", "bwrap"]
+             "--chdir", "/tmp", "--", python, "-s", "-m", "executors.worker", "--mode", "bwrap",
+             "--uid", str(uid)]
     return argv
 
 
@@ -147,8 +157,9 @@ def resolve(mode, python, tmp_mb=64):
     if mode not in MODES:
         raise ValueError(f"sandbox must be one of {MODES}, got {mode!r}")
     if mode == "none":
-        warn_once("none", "executors: sandbox='none': programs run without namespaces "
-                          "(rlimits and deadlines still apply; host files and network are reachable)")
+        warn_once("none", "executors: sandbox='none': programs run without namespaces; rlimits, "
+                          "deadlines and an audit hook (no processes, signals, sockets or writes "
+                          "outside a private dir) still apply, but host files are readable")
         return "none"
     ok, why = probe_bwrap(python, tmp_mb)
     if ok:

@@ -5,7 +5,8 @@ pid/net/mount/ipc/uts namespace, read-only root, private /tmp) or, without names
 plain subprocess. It owns the deadlines: a test that has not reported by its deadline, or a
 child that dies or corrupts its result channel, ends that child; the whole process tree is then
 killed and reaped, the private tmp wiped, and a new child resumes at the next test, so one
-runaway test never hides the verdicts of the others.
+runaway test never hides the verdicts of the others. A stdio program gets a fresh child per
+test (each run is a whole program execution); the worker itself collects its output.
 
 It talks to the pool over length-prefixed JSON frames on the pipes it was given as stdin/stdout.
 Stdlib only (never JAX/numpy): the child it forks inherits its whole address space.
@@ -13,6 +14,7 @@ Stdlib only (never JAX/numpy): the child it forks inherits its whole address spa
 import argparse
 import errno
 import os
+import select
 import shutil
 import signal
 import stat
@@ -29,6 +31,7 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 _EXIT_GRACE = 0.2
+_KILL_ROUNDS = 200
 CHILD_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -65,11 +68,59 @@ def describe_status(status):
     return f"exited with code {status}"
 
 
+class _Child:
+    """A forked child, its authenticated result channel, and its exit status once known."""
+
+    def __init__(self, pid, reader):
+        self.pid = pid
+        self.reader = reader
+        self.status = None
+        self.exited = False
+
+    def wait(self, deadline):
+        """Wait for the child to exit until `deadline`; True if it did."""
+        fd = None
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            pass
+        try:
+            while True:
+                try:
+                    done, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    self.exited = True
+                    return True
+                if done:
+                    self.status, self.exited = os.waitstatus_to_exitcode(status), True
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if fd is not None:
+                    select.select([fd], [], [], left)
+                else:
+                    time.sleep(min(left, 0.002))
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def finish(self, grace):
+        """Exit status (negative: signal; None: we killed it), killing it after `grace` s."""
+        if not self.exited and not self.wait(time.monotonic() + grace):
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.wait(time.monotonic() + 5)
+            self.status = None
+        return self.status
+
+
 class Worker:
     def __init__(self, mode):
         self.mode = mode
         self.pid1 = os.getpid() == 1
-        self.drop_to = None
         if mode == "bwrap":
             self.base = SANDBOX_TMP
             self.protected = set(os.listdir(self.base))  # mount points bubblewrap created
@@ -78,56 +129,40 @@ class Worker:
 
             self.base = tempfile.mkdtemp(prefix="ledex-exec-")
             self.protected = set()
-            if os.getuid() == 0:
-                self.drop_to = NOBODY  # rlimits (processes) do not bind root
-                os.chmod(self.base, 0o711)
         self.workdir = os.path.join(self.base, "run")
 
     # -- process tree -------------------------------------------------------------------------
     def kill_tree(self):
         """SIGKILL every process the programs started and reap them all."""
-        for _ in range(10000):
-            if self.pid1:
+        if self.pid1:
+            # PID 1 of the namespace: kill(-1) reaches everyone but us, atomically
+            for _ in range(_KILL_ROUNDS):
                 try:
-                    os.kill(-1, signal.SIGKILL)  # PID 1 of the namespace: everyone but us
-                    alive = True
+                    os.kill(-1, signal.SIGKILL)
                 except ProcessLookupError:
-                    alive = False
-            else:
-                pids = _descendants(os.getpid()) if _has_children() else []
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                alive = bool(pids)
-            _reap(block=alive)
-            if not alive:
+                    _reap(block=False)
+                    return
+                _reap(block=True)
+            raise RuntimeError("could not kill the program's processes")
+        # a subreaper: every orphan stays below us; freeze the tree first so it cannot grow
+        for _ in range(_KILL_ROUNDS):
+            if not _has_children():
                 return
+            frozen = set()
+            for _ in range(_KILL_ROUNDS):
+                pids = set(_descendants(os.getpid())) - frozen
+                if not pids:
+                    break
+                _signal_all(pids, signal.SIGSTOP)
+                frozen |= pids
+            _signal_all(frozen, signal.SIGKILL)
+            _reap(block=True)
         raise RuntimeError("could not kill the program's processes")
-
-    def finish_child(self, pid, grace):
-        """Exit status of the direct child (negative: signal), killing it after `grace` s."""
-        end = time.monotonic() + grace
-        while True:
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                return None
-            if done:
-                return os.waitstatus_to_exitcode(status)
-            if time.monotonic() >= end:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return None
-            time.sleep(0.002)
 
     # -- private tmp --------------------------------------------------------------------------
     def fresh_workdir(self):
         self.wipe()
         os.mkdir(self.workdir, 0o700)
-        if self.drop_to is not None:
-            os.chown(self.workdir, self.drop_to, self.drop_to)
 
     def wipe(self):
         for name in os.listdir(self.base):
@@ -140,32 +175,40 @@ class Worker:
         lim = limits_mod.Limits.from_dict(job["limits"])
         deadline = t0 + float(job.get("timeout") or lim.program_timeout)
         n = len(job["tests"])
+        stdio = any(t["kind"] == "stdio" for t in job["tests"])
         results = [None] * n
-        load = None
-        start = 0
-        runs = 0
+        start = runs = 0
         while start < n and time.monotonic() < deadline:
             runs += 1
-            start, load_info = self.run_child(job, start, results, lim, deadline)
-            load = load if load is not None else load_info
-            self.kill_tree()
+            self.fresh_workdir()
+            if stdio:
+                with open(os.path.join(self.workdir, child_mod.STDIN_FILE), "wb") as f:
+                    f.write(job["tests"][start]["stdin"].encode("utf-8", "surrogateescape"))
+            child = self.fork_child(job, start, deadline)
+            try:
+                if stdio:
+                    start = self.supervise_stdio(child, start, results, lim, deadline)
+                else:
+                    start = self.supervise(child, start, results, lim, deadline)
+            finally:
+                os.close(child.reader.fd)
+                child.finish(0)
+                self.kill_tree()
         for i in range(n):
             if results[i] is None:
                 results[i] = {"timeout": "program", "dt": 0.0}
         self.wipe()
-        return {"id": job["id"], "tests": results, "load": load, "runs": runs,
-                "wall": time.monotonic() - t0}
+        return {"id": job["id"], "tests": results, "runs": runs, "wall": time.monotonic() - t0}
 
-    def run_child(self, job, start, results, lim, deadline):
-        """Fork a child for tests[start:]; fill `results`; return (next test to run, load info)."""
-        self.fresh_workdir()
+    def fork_child(self, job, start, deadline):
         r, w = os.pipe()
         kr, kw = os.pipe()
         job = dict(job, cpu_seconds=deadline - time.monotonic() + 1)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
-            child_mod.main(job, start, w, kr, self.workdir, CHILD_ENV, self.mode == "none",
-                           self.drop_to)
+            os.close(r)
+            os.close(kw)
+            child_mod.main(job, start, w, kr, self.workdir, CHILD_ENV, self.mode == "bwrap")
         os.close(w)
         os.close(kr)
         key = os.urandom(32)  # made after fork: the child learns it only through the pipe
@@ -174,80 +217,102 @@ class Worker:
         except OSError:
             pass  # the child is already gone; the reader sees EOF
         os.close(kw)
-        reader = protocol.FrameReader(r, key=key)
-        del key
-        try:
-            return self._supervise(reader, pid, start, results, lim, deadline)
-        finally:
-            os.close(r)
+        return _Child(pid, protocol.FrameReader(r, key=key))
 
-    def _supervise(self, reader, pid, start, results, lim, deadline):
+    def _load(self, child, start, results, lim, deadline):
+        """Wait for the child's load report; on failure fill all remaining results."""
         n = len(results)
-        per_test = lim.per_test_timeout
         t_load = time.monotonic()
         try:
-            frame = reader.read(min(t_load + per_test, deadline))
+            frame = child.reader.read(min(t_load + lim.per_test_timeout, deadline))
             if frame.get("t") != "load":
                 raise protocol.ChannelError("unexpected frame")
         except protocol.Timeout:
-            for i in range(start, n):
-                results[i] = {"timeout": "load", "dt": time.monotonic() - t_load}
-            return n, {"timeout": True}
+            fill = {"timeout": "load", "dt": time.monotonic() - t_load}
         except protocol.ChannelError as e:
-            msg = self._crash_message(pid, e, "while loading")
-            for i in range(start, n):
-                results[i] = {"crash": msg, "dt": 0.0}
-            return n, {"crash": msg}
-        if "e" in frame:
-            for i in range(start, n):
-                results[i] = {"e": frame["e"], "load_error": True, "dt": 0.0}
-            return n, {"e": frame["e"]}
-        load = {"dt": frame.get("dt")}
-        expect = start  # index of the next test to start
-        running = None  # (index, monotonic start)
+            fill = {"crash": self._crash_message(child, e, "while loading"), "dt": 0.0}
+        else:
+            if "e" not in frame:
+                return True
+            fill = {"e": frame["e"], "load_error": True, "dt": 0.0}
+        for i in range(start, n):
+            results[i] = dict(fill)
+        return False
+
+    def supervise(self, child, start, results, lim, deadline):
+        """Collect tests[start:] from a function-test child; return the next test to run."""
+        n = len(results)
+        if not self._load(child, start, results, lim, deadline):
+            return n
+        expect = start   # index of the next test to start
+        running = None   # (index, monotonic start) of the test in progress
         while True:
             now = time.monotonic()
-            if running is None:
-                limit = min(now + per_test, deadline)
-            else:
-                limit = min(running[1] + per_test, deadline)
+            began = running[1] if running is not None else now
             try:
-                frame = reader.read(limit)
+                frame = child.reader.read(min(began + lim.per_test_timeout, deadline))
                 kind = frame.get("t")
                 if kind == "start" and running is None and frame.get("i") == expect:
                     running = (expect, time.monotonic())
                 elif kind == "res" and running is not None and frame.get("i") == running[0]:
                     frame["dt"] = time.monotonic() - running[1]
                     results[running[0]] = frame
-                    expect = running[0] + 1
-                    running = None
+                    expect, running = running[0] + 1, None
                 elif kind == "done" and running is None and expect == n:
-                    self.finish_child(pid, _EXIT_GRACE)
-                    return n, load
+                    return n
                 else:
                     raise protocol.ChannelError("out-of-order frame")
             except protocol.Timeout:
-                i = running[0] if running is not None else expect
-                t_start = running[1] if running is not None else now
-                if i >= n:
-                    return n, load
+                if expect >= n:
+                    return n
                 which = "test" if time.monotonic() < deadline else "program"
-                results[i] = {"timeout": which, "dt": time.monotonic() - t_start}
-                return i + 1, load
+                results[expect] = {"timeout": which, "dt": time.monotonic() - began}
+                return expect + 1
             except protocol.ChannelError as e:
-                i = running[0] if running is not None else expect
-                if i >= n:
-                    return n, load
-                t_start = running[1] if running is not None else now
-                results[i] = {"crash": self._crash_message(pid, e, "during the test"),
-                              "dt": time.monotonic() - t_start}
-                return i + 1, load
+                if expect >= n:
+                    return n
+                results[expect] = {"crash": self._crash_message(child, e, "during the test"),
+                                   "dt": time.monotonic() - began}
+                return expect + 1
 
-    def _crash_message(self, pid, err, when):
-        status = self.finish_child(pid, _EXIT_GRACE)
+    def supervise_stdio(self, child, i, results, lim, deadline):
+        """One stdio test: the child runs the program as __main__; we collect what it wrote."""
+        if not self._load(child, i, results, lim, deadline):
+            return len(results)
+        began = time.monotonic()
+        if not child.wait(min(began + lim.per_test_timeout, deadline)):
+            which = "test" if time.monotonic() < deadline else "program"
+            results[i] = {"timeout": which, "dt": time.monotonic() - began}
+            return i + 1
+        res = {"dt": time.monotonic() - began, "exit": child.status}
+        try:
+            with open(os.path.join(self.workdir, child_mod.STDOUT_FILE), "rb") as f:
+                out = f.read(lim.max_output_bytes + 1)
+            with open(os.path.join(self.workdir, child_mod.STDERR_FILE), "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 4000))
+                err = f.read(4000)
+        except OSError as e:  # the program removed or replaced its own output files
+            results[i] = {"crash": f"the program's output could not be read ({e.strerror})",
+                          "dt": res["dt"]}
+            return i + 1
+        res.update(out=out[:lim.max_output_bytes].decode("utf-8", "replace"),
+                   trunc=len(out) > lim.max_output_bytes, err=err.decode("utf-8", "replace"))
+        results[i] = res
+        return i + 1
+
+    def _crash_message(self, child, err, when):
+        status = child.finish(_EXIT_GRACE)
         if str(err) == "closed":
             return f"the program {describe_status(status)} {when}"
         return f"the result channel was corrupted {when} ({err})"
+
+
+def _signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def _descendants(root):
@@ -319,6 +384,8 @@ def _rmtree(path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=("bwrap", "none"), required=True)
+    ap.add_argument("--uid", type=int, default=NOBODY,
+                    help="unprivileged uid (and gid) to run as when started as root in bwrap")
     args = ap.parse_args(argv)
     ctrl_in, ctrl_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
@@ -328,9 +395,11 @@ def main(argv=None):
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)  # as PID 1, default disposition = immune from inside
     if args.mode == "bwrap" and os.getuid() == 0:
+        if args.uid <= 0:
+            raise SystemExit("--uid must be an unprivileged uid")
         os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
+        os.setresgid(args.uid, args.uid, args.uid)
+        os.setresuid(args.uid, args.uid, args.uid)
     calls = [(_PR_SET_DUMPABLE, 0)]  # programs run as our uid: no ptrace or /proc/1/mem on us
     if os.getpid() != 1:
         calls += [(_PR_SET_CHILD_SUBREAPER, 1), (_PR_SET_PDEATHSIG, signal.SIGKILL)]

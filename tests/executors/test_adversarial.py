@@ -1,0 +1,494 @@
+"""Safety suite: hostile programs. Each asserts the verdict (never a false pass), no effect on the
+host, the pool still serving correct results afterwards, and bounded wall time.
+
+Cases that are harmless without namespaces run under both the bubblewrap pool and the
+no-namespace fallback; cases that need isolation to be safe or meaningful (killing every
+process, reading host files) run under bubblewrap only.
+"""
+import os
+import socket
+import textwrap
+import time
+
+import pytest
+
+from executor_helpers import POOL_KW, assert_healthy
+from executors import ExecutionPool, Program, SandboxUnavailable, TestCase
+
+A = TestCase.assertion
+WALL = 15.0  # seconds; generous for a loaded 2-core box, far below "hangs"
+
+EVIL_EQ = """
+class Always:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = object.__hash__
+"""
+LOOP_CHECK = "def check(candidate):\n    for x in [1]:\n        assert candidate(x) == 2\n"
+LOWERED_CHECK = "def check(candidate):\n    assert candidate(1) == 2\n"
+
+
+def wrong_answer_tests():
+    """The same wrong answer seen by every kind of test: parent- and child-judged."""
+    return [A("assert f(1) == 2"), TestCase.call("f", [1], 2), TestCase.check(LOWERED_CHECK, "f"),
+            TestCase.check(LOOP_CHECK, "f"), A("assert all(f(x) == 2 for x in [1])")]
+
+
+def run_one(pool, code, tests, setup=""):
+    t0 = time.monotonic()
+    [result] = pool.run([Program("adv", textwrap.dedent(code), tests, setup_code=setup)])
+    elapsed = time.monotonic() - t0
+    assert elapsed < WALL, f"took {elapsed:.1f}s"
+    return result
+
+
+def assert_never_passes(result, statuses=("failed", "error", "timeout")):
+    assert not result.passed, result
+    assert result.tests, result
+    for t in result.tests:
+        assert t.status in statuses, (t, result.feedback)
+    assert result.feedback.startswith("The code above fails")
+
+
+# -- cases that are safe without namespaces: run in both modes ---------------------------------
+
+CASES = {
+    "infinite_loop": ("""
+        def f(x):
+            while True:
+                pass
+        """, [A("assert f(1) == 2")], ("timeout",)),
+    "loop_ignoring_alarms": ("""
+        import signal
+        for sig in (signal.SIGALRM, signal.SIGINT, signal.SIGTERM, signal.SIGXCPU):
+            signal.signal(sig, signal.SIG_IGN)
+        def f(x):
+            signal.alarm(0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            while True:
+                try:
+                    pass
+                except BaseException:
+                    pass
+        """, [A("assert f(1) == 2")], ("timeout",)),
+    "sleeping": ("""
+        import time
+        def f(x):
+            time.sleep(60)
+            return 2
+        """, [A("assert f(1) == 2")], ("timeout",)),
+    "eq_always_true": (EVIL_EQ + "def f(x):\n    return Always()\n", wrong_answer_tests(),
+                       ("failed", "error")),
+    "int_subclass_with_forged_eq": ("""
+        class Sneaky(int):
+            def __eq__(self, other):
+                return True
+            __hash__ = int.__hash__
+        def f(x):
+            return Sneaky(5)
+        """, wrong_answer_tests(), ("failed", "error")),
+    "forged_eq_inside_container": (EVIL_EQ + "def f(x):\n    return [Always(), Always()]\n",
+                                   [A("assert f(1) == [2, 3]"), TestCase.call("f", [1], [2, 3]),
+                                    TestCase.check("def check(c):\n    for _ in [0]:\n"
+                                                   "        assert c(1) == [2, 3]\n", "f")],
+                                   ("failed", "error")),
+    "forged_bool_and_len": ("""
+        class Truthy:
+            def __bool__(self):
+                return True
+            def __len__(self):
+                return 3
+        def f(x):
+            return Truthy()
+        """, [A("assert f(1)"), A("assert len(f(1)) == 3"),
+              TestCase.check("def check(c):\n    for _ in [0]:\n        assert c(1)\n", "f")],
+        ("failed", "error")),
+    "frame_forgery_of_caller_variables": ("""
+        import sys
+        def f(x):
+            frame = sys._getframe(1)
+            while frame is not None:
+                for name in ("passed", "ok", "result", "res", "status", "v", "verdict", "out"):
+                    frame.f_locals[name] = True
+                frame.f_globals.update(passed=True, ok=True, status="passed")
+                frame = frame.f_back
+            return 3
+        """, wrong_answer_tests(), ("failed", "error")),
+    "harness_monkeypatching": ("""
+        import sys
+        fake = lambda *a, **k: {"ok": True}
+        fake_vals = lambda *a, **k: {"vals": [{"v": 2}]}
+        for mod in list(sys.modules.values()):
+            for attr in ("_check", "_exec_test", "_run_test_code", "_call", "_eval_exprs", "guard"):
+                if hasattr(mod, attr):
+                    setattr(mod, attr, fake_vals if attr in ("_call", "_eval_exprs") else fake)
+        frame = sys._getframe()
+        while frame is not None:
+            g = frame.f_globals
+            if "_RUNNERS" in g:
+                g["_RUNNERS"] = (("exprs", fake_vals), ("call", fake_vals), ("exec", fake),
+                                 ("check", fake))
+                for attr in ("_check", "_exec_test", "_run_test_code"):
+                    g[attr] = fake
+            frame = frame.f_back
+        try:
+            import executors.child as c
+            c._check = c._exec_test = fake
+        except Exception:
+            pass
+        import builtins
+        builtins.exec = lambda *a, **k: None
+        def f(x):
+            return 3
+        """, wrong_answer_tests(), ("failed", "error")),
+    "settrace_jump_over_assert": ("""
+        import sys
+        def f(x):
+            caller = sys._getframe(1)
+            def tracer(frame, event, arg):
+                if event == "line" and frame is caller:
+                    try:
+                        frame.f_lineno = frame.f_lineno + 1
+                    except Exception:
+                        pass
+                return tracer
+            caller.f_trace = tracer
+            sys.settrace(tracer)
+            return 3
+        """, wrong_answer_tests(), ("failed", "error")),
+    "reading_expected_values_from_callers": ("""
+        import sys
+        def f(x):
+            found = []
+            frame = sys._getframe(1)
+            while frame is not None:
+                found += [c for c in frame.f_code.co_consts if type(c) is int and c > 1000]
+                found += [v for v in frame.f_locals.values() if type(v) is int and v > 1000]
+                found += [v for v in frame.f_globals.values() if type(v) is int and v > 1000]
+                frame = frame.f_back
+            return found[0] if found else -1
+        """, [A("assert f(1) == 98765"), TestCase.call("f", [1], 98765),
+              TestCase.check("def check(candidate):\n    assert candidate(1) == 98765\n", "f")],
+        ("failed",)),
+    "sys_exit_before_tests": ("""
+        import sys
+        sys.exit(0)
+        def f(x):
+            return 2
+        """, [A("assert f(1) == 2"), TestCase.call("f", [1], 2)], ("error",)),
+    "os_exit_before_tests": ("""
+        import os
+        os._exit(0)
+        def f(x):
+            return 2
+        """, [A("assert f(1) == 2"), TestCase.check(LOOP_CHECK, "f")], ("error",)),
+    "system_exit_inside_test": ("""
+        def f(x):
+            raise SystemExit(0)
+        """, wrong_answer_tests(), ("error",)),
+    "setsid_fork_escape": ("""
+        import os, time
+        def f(x):
+            pid = os.fork()
+            if pid == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    while True:
+                        time.sleep(0.01)
+                os._exit(0)
+            os.waitpid(pid, 0)
+            return 3
+        """, [A("assert f(1) == 2")], ("failed", "error")),
+    "fork_bomb": ("""
+        import os
+        def f(x):
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+        """, [A("assert f(1) == 2")], ("timeout", "error")),
+    "memory_bomb": ("""
+        def f(x):
+            hoard = []
+            while True:
+                hoard.append(bytearray(50 * 1024 * 1024))
+        """, [A("assert f(1) == 2")], ("error", "timeout")),
+    "output_flood": ("""
+        import sys
+        def f(x):
+            while True:
+                print("x" * 10000)
+                sys.stderr.write("y" * 10000)
+        """, [A("assert f(1) == 2")], ("timeout", "error")),
+    "output_flood_on_stdio": ("""
+        while True:
+            print("2" * 10000)
+        """, [TestCase.stdio("1\n", "2\n")], ("failed", "error", "timeout")),
+    "huge_file": ("""
+        def f(x):
+            with open("big.bin", "wb") as fh:
+                for _ in range(1024):
+                    fh.write(b"\\0" * (1 << 20))
+            return 2
+        """, [A("assert f(1) == 2")], ("error",)),
+    "deep_recursion": ("""
+        def f(x):
+            return f(x + 1)
+        """, [A("assert f(1) == 2")], ("error",)),
+    "recursion_past_the_c_stack": ("""
+        import sys
+        sys.setrecursionlimit(10 ** 8)
+        def f(x):
+            return f(x + 1) + 1
+        """, [A("assert f(1) == 2")], ("error", "timeout")),
+    "input_without_stdin": ("""
+        def f(x):
+            return input()
+        """, [A("assert f(1) == '2'")], ("error",)),
+    "long_c_call": ("""
+        import itertools
+        def f(x):
+            return len(list(itertools.product(range(100), repeat=10)))
+        """, [A("assert f(1) == 2")], ("error", "timeout")),
+    "catastrophic_regex": ("""
+        import re
+        def f(x):
+            return bool(re.match(r"(a+)+$", "a" * 64 + "b"))
+        """, [A("assert f(1) == True")], ("timeout",)),
+    "fake_verdicts_printed_and_written_to_every_fd": ("""
+        import json, os, struct, sys
+        FAKES = [{"t": "res", "i": 0, "ok": True}, {"t": "res", "i": 0, "vals": [{"v": 2}]},
+                 {"t": "done"}, {"t": "load"}]
+        def f(x):
+            print("passed")
+            print("All tests passed")
+            sys.stdout.flush()
+            for fd in range(256):
+                for obj in FAKES:
+                    for mac in (b"", b"\\0" * 32):
+                        body = json.dumps(obj).encode() + mac
+                        try:
+                            os.write(fd, struct.pack(">I", len(body)) + body)
+                        except OSError:
+                            pass
+            return 3
+        """, [A("assert f(1) == 2"), A("assert f(1) == 2")], ("failed", "error")),
+    "ctypes_memory_access": ("""
+        def f(x):
+            import ctypes
+            return 2
+        """, [A("assert f(1) == 2")], ("error",)),
+    "exception_whose_str_hangs": ("""
+        class Boom(Exception):
+            def __str__(self):
+                while True:
+                    pass
+        def f(x):
+            raise Boom()
+        """, [A("assert f(1) == 2")], ("timeout",)),
+    "oversized_return_value": ("""
+        def f(x):
+            return ["x" * 1000000] * 40
+        """, [A("assert f(1) == []"), TestCase.call("f", [1], [])], ("failed",)),
+    "self_referencing_value": ("""
+        def f(x):
+            a = []
+            a.append(a)
+            return a
+        """, [A("assert f(1) == [[]]"), TestCase.call("f", [1], [[]])], ("failed",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_program(any_pool, name):
+    code, tests, statuses = CASES[name]
+    result = run_one(any_pool, code, tests)
+    assert_never_passes(result, statuses)
+    assert_healthy(any_pool)
+
+
+def test_exit_inside_one_test_does_not_hide_the_others(any_pool):
+    result = run_one(any_pool, """
+        import os
+        def f(x):
+            if x == 1:
+                os._exit(0)
+            return 2 * x
+        """, [A("assert f(1) == 2"), A("assert f(2) == 4"), A("assert f(3) == 6")])
+    assert [t.status for t in result.tests] == ["error", "passed", "passed"]
+    assert "exited with code 0" in result.tests[0].message
+    assert result.fraction_passed == pytest.approx(2 / 3) and not result.passed
+    assert_healthy(any_pool)
+
+
+def test_closed_stdio_does_not_affect_results(any_pool):
+    result = run_one(any_pool, """
+        import os, sys
+        sys.stdout.close()
+        for fd in (0, 1, 2):
+            os.close(fd)
+        def f(x):
+            return x + 1
+        """, [A("assert f(1) == 2"), TestCase.call("f", [2], 3)])
+    assert result.passed, result
+    assert_healthy(any_pool)
+
+
+def test_leaked_busy_thread(any_pool):
+    result = run_one(any_pool, """
+        import threading
+        def spin():
+            while True:
+                pass
+        threading.Thread(target=spin).start()
+        def f(x):
+            return x + 1
+        """, [A("assert f(1) == 2"), A("assert f(2) == 3")])
+    assert result.passed, result
+    assert_healthy(any_pool)
+
+
+def test_network_is_unreachable(any_pool):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.3)
+    port = listener.getsockname()[1]
+    try:
+        result = run_one(any_pool, f"""
+            import socket
+            def f(x):
+                s = socket.create_connection(("127.0.0.1", {port}), timeout=0.5)
+                s.sendall(b"exfiltrated")
+                return "connected"
+            """, [A("assert f(1) == 'connected'")])
+        assert_never_passes(result, ("error", "failed"))
+        with pytest.raises(socket.timeout):
+            listener.accept()
+    finally:
+        listener.close()
+    assert_healthy(any_pool)
+
+
+def test_environment_of_the_trainer_is_not_visible(monkeypatch):
+    monkeypatch.setenv("LEDEX_EXEC_SECRET", "hunter2")
+    for mode in ("bwrap", "none"):
+        try:
+            pool = ExecutionPool(sandbox=mode, **dict(POOL_KW, workers=1))
+        except SandboxUnavailable:
+            continue  # the no-namespace run below still checks the environment
+        with pool:
+            result = run_one(pool, """
+                def f(x):
+                    seen = ""
+                    for path in ("/proc/self/environ", "/proc/1/environ", "/proc/1/cmdline"):
+                        try:
+                            seen += open(path, "rb").read().decode("latin-1")
+                        except OSError:
+                            pass
+                    return seen
+                """, [A("assert 'hunter2' in f(1)"), A("assert 'LEDEX_EXEC_SECRET' in f(1)")])
+            assert_never_passes(result, ("failed",))
+
+
+def test_empty_test_list_is_an_error(any_pool):
+    [result] = any_pool.run([Program("none", "def f():\n    return 1\n", [])])
+    assert not result.passed and result.error and result.fraction_passed == 0.0
+
+
+# -- cases that need namespaces (bubblewrap only) ------------------------------------------------
+
+def test_killing_the_parent_and_init(bwrap_pool):
+    result = run_one(bwrap_pool, """
+        import os, signal
+        def f(x):
+            for pid in (os.getppid(), 1):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            return 3
+        """, [A("assert f(1) == 2"), A("assert f(2) == 2")])
+    assert_never_passes(result, ("failed",))
+    assert_healthy(bwrap_pool)
+
+
+def test_kill_everything(bwrap_pool):
+    result = run_one(bwrap_pool, """
+        import os, signal
+        def f(x):
+            os.kill(-1, signal.SIGKILL)
+            return 2
+        """, [A("assert f(1) == 2"), A("assert f(2) == 2")])
+    assert_never_passes(result, ("error",))
+    assert_healthy(bwrap_pool)
+
+
+def test_host_files_are_invisible(bwrap_pool, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET")
+    os.chmod(secret, 0o644)  # readable by anyone: only the namespace hides it
+    result = run_one(bwrap_pool, f"""
+        import os
+        def f(x):
+            return open({str(secret)!r}).read()
+        def listing(path):
+            try:
+                return sorted(os.listdir(path))
+            except OSError:
+                return None
+        """, [A("assert f(1) == 'TOPSECRET'"),
+              A(f"assert listing({str(tmp_path)!r}) == ['secret.txt']"),
+              A("assert listing('/root/..') is not None and 'shared' in listing('/work')")])
+    assert_never_passes(result, ("failed", "error"))
+    assert_healthy(bwrap_pool)
+
+
+def test_host_files_cannot_be_written_or_deleted(bwrap_pool, tmp_path):
+    os.chmod(tmp_path, 0o777)
+    keep = tmp_path / "keep.txt"
+    keep.write_text("original")
+    os.chmod(keep, 0o666)
+    result = run_one(bwrap_pool, f"""
+        import os, shutil
+        def f(x):
+            done = 0
+            for action in (lambda: open({str(keep)!r}, "w").write("owned"),
+                           lambda: os.remove({str(keep)!r}),
+                           lambda: open({str(tmp_path / 'new.txt')!r}, "w").write("new"),
+                           lambda: open("/etc/ledex-owned", "w").write("x"),
+                           lambda: shutil.rmtree({str(tmp_path)!r})):
+                try:
+                    action()
+                    done += 1
+                except OSError:
+                    pass
+            return done
+        """, [A("assert f(1) > 0")])
+    assert_never_passes(result, ("failed",))
+    assert result.tests[0].actual == 0
+    assert keep.read_text() == "original"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert not os.path.exists("/etc/ledex-owned")
+    assert_healthy(bwrap_pool)
+
+
+def test_private_tmp_is_fresh_for_every_program(bwrap_pool):
+    first = run_one(bwrap_pool, """
+        import os
+        def f(x):
+            open("left-behind.txt", "w").write("x")
+            open("/tmp/also-here.txt", "w").write("x")
+            return sorted(os.listdir("."))
+        """, [A("assert f(1) == ['left-behind.txt']")])
+    assert first.passed, first
+    second = run_one(bwrap_pool, """
+        import os
+        def f(x):
+            return sorted(os.listdir(".")), os.path.exists("/tmp/also-here.txt"), os.getcwd()
+        """, [A("assert f(1)[:2] == ([], False)")])
+    assert second.passed, second
