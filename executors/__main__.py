@@ -67,18 +67,16 @@ def main(argv=None):
     if args.workers is not None and args.workers < 1:
         ap.error("--workers must be at least 1")
     try:
-        out = open(args.output, "w" if args.overwrite else "x", encoding="utf-8")
-    except FileExistsError:
-        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
-        return 2
-    try:
         inp = open(args.input, encoding="utf-8", errors="replace")
     except OSError as e:
-        out.close()
         print(f"error: cannot read {args.input}: {e}", file=sys.stderr)
+        return 2
+    try:
+        out = open(args.output, "w" if args.overwrite else "x", encoding="utf-8")
+    except OSError as e:
+        inp.close()
+        why = "exists; pass --overwrite to replace it" if isinstance(e, FileExistsError) else str(e)
+        print(f"error: {args.output} {why}", file=sys.stderr)
         return 2
     n_lines = n_passed = 0
     with inp, out, ExecutionPool(workers=args.workers, per_test_timeout=args.per_test_timeout,

@@ -6,7 +6,7 @@ expected values never left this process.
 import math
 import re
 
-from executors import safe_eval, values
+from executors import lowering, safe_eval, values
 from executors.testcase import NO_EXPECTED, TestResult
 
 _FLOAT_TOKEN = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.I)
@@ -19,7 +19,8 @@ def judge(plan, raw, limits):
         return TestResult("error", f"invalid test: {plan.invalid}", judged_by=plan.judged_by)
     dt = float(raw.get("dt") or 0.0)
     result = _judge(plan, raw, limits)
-    result.test = result.test or _failing_line(result.traceback) or plan.text
+    line = _failing_line(result.traceback) if plan.judged_by == "child" else ""
+    result.test = result.test or (line and lowering.display_line(line, plan.test)) or plan.text
     result.duration = dt
     result.judged_by = plan.judged_by
     return result
@@ -146,9 +147,7 @@ def _judge_stdio(plan, raw):
 
 
 def _short(value, limit=300):
-    from executors.lowering import short_repr
-
-    return short_repr(value, limit)
+    return lowering.short_repr(value, limit)
 
 
 # -- EvalPlus semantics for call tests ----------------------------------------------------------

@@ -87,6 +87,38 @@ def guarded_test_source(tree, returns=None):
     return wrapped, True
 
 
+class _Unguard(ast.NodeTransformer):
+    def __init__(self, rename):
+        self.rename = rename
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id == GUARD_NAME and len(node.args) == 1:
+            return node.args[0]
+        return node
+
+    def visit_Name(self, node):
+        return ast.Name(self.rename.get(node.id, node.id), node.ctx)
+
+
+def display_line(line, test):
+    """A source line of rewritten test code as the model should see it: without the guard
+    calls, and with check's parameter called by the function's own name."""
+    rename = {}
+    if test.kind == "check":
+        try:
+            checks = [n for n in ast.walk(ast.parse(test.source))
+                      if isinstance(n, ast.FunctionDef) and n.name == "check" and n.args.args]
+            if checks:
+                rename = {checks[-1].args.args[0].arg: test.entry_point}
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            pass
+    try:
+        return ast.unparse(_Unguard(rename).visit(ast.parse(line.strip())))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return line.replace(GUARD_NAME, "").strip()
+
+
 def defined_names(*sources):
     """Top-level names a program defines (so a test's `sum` may mean the program's own)."""
     names = set()

@@ -72,6 +72,8 @@ class ExecutionPool:
                          for i, s in enumerate(self._slots)]
         for t in self._threads:
             t.start()
+        for slot in self._slots:  # pre-started: the first programs do not pay for startup
+            slot.ready.wait(self.start_timeout)
 
     # -- public API -------------------------------------------------------------------------
     def submit(self, program: Program) -> concurrent.futures.Future:
@@ -196,9 +198,11 @@ class _WorkerSlot:
         self.reader = None
         self.jobs_done = 0
         self.stderr = None
+        self.ready = threading.Event()
 
     def serve(self):
-        err = self._start()  # pre-start, so the first program does not pay for it
+        err = self._start()
+        self.ready.set()
         if err:
             log.warning("executors: worker %d did not start (%s); will retry", self.index, err)
         try:
@@ -242,8 +246,13 @@ class _WorkerSlot:
                         p.spec is not None for p in job["plans"]):
                     raise protocol.ChannelError("mismatched reply")
             except (protocol.ChannelError, protocol.Timeout) as e:
-                why = self._stderr_tail() or type(e).__name__
+                # Programs cannot reach the worker, so its death is not the program's doing
+                # (killed from outside, out of memory): try once more on a fresh worker.
+                why = self._stderr_tail() or f"{type(e).__name__}: {e}"
                 self._stop()
+                if attempt == 0 and isinstance(e, protocol.ChannelError):
+                    log.warning("executors: worker %d died (%s); retrying", self.index, why)
+                    continue
                 self.pool._finish(job, fut, error=f"the sandbox worker failed: {why}")
                 return
             self.jobs_done += 1

@@ -115,6 +115,9 @@ class _Splitter:
             func = node.func
             if isinstance(func, (ast.Name, ast.Attribute)) and self.is_hole(func):
                 return True  # a program function or a method of a program object
+            if not isinstance(func, (ast.Name, ast.Attribute)) and any(
+                    isinstance(n, ast.Name) and not self.safe_name(n.id) for n in ast.walk(func)):
+                return True  # calling something the program computed: f(1)(2), handlers[0](x)
             if isinstance(func, ast.Name):
                 args = [a.value if isinstance(a, ast.Starred) else a for a in node.args]
                 args += [k.value for k in node.keywords]

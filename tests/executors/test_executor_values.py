@@ -1,0 +1,165 @@
+"""Typed values across the sandbox boundary, the child's guard, and the authenticated frames."""
+import collections
+import json
+import math
+import os
+
+import pytest
+
+from executors import protocol, values
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -7, 2 ** 100, -(3 ** 90), 1.5, -0.0, float("inf"), 1 + 2j, "",
+    "héllo \ud800", b"\x00\xff", [], [1, [2, [3]]], (), (1, (2.5, "x")), {"a": 1, (1, 2): [3]},
+    {1, 2, 3}, frozenset({(1, 2), "x"}), {frozenset({1}): {2: (3,)}},
+])
+def test_roundtrip_keeps_exact_types(value):
+    back = values.loads(values.dumps(value))
+    assert back == value
+    assert _shape(back) == _shape(value)
+
+
+def _shape(v):
+    if isinstance(v, dict):
+        return ("dict", sorted((repr(_shape(k)), repr(_shape(x))) for k, x in v.items()))
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return (type(v).__name__, sorted(repr(_shape(x)) for x in v))
+    return type(v).__name__
+
+
+def test_nan_survives():
+    assert math.isnan(values.loads(values.dumps(float("nan"))))
+
+
+def test_subclasses_become_their_builtin_base_without_their_methods():
+    class Sneaky(int):
+        def __eq__(self, other):
+            return True
+        __hash__ = int.__hash__
+
+    class Loud(str):
+        def __str__(self):
+            return "forged"
+
+    class Rows(list):
+        def __iter__(self):
+            return iter(["forged"])
+
+    point = collections.namedtuple("Point", "x y")
+    back = values.loads(values.dumps([Sneaky(5), Loud("real"), Rows([1, 2]), point(1, 2),
+                                      collections.OrderedDict(a=1), collections.Counter("aa")]))
+    assert back == [5, "real", [1, 2], (1, 2), {"a": 1}, {"a": 2}]
+    assert [type(x) for x in back] == [int, str, list, tuple, dict, dict]
+
+
+def test_objects_outside_the_closed_set_are_refused():
+    class Always:
+        def __eq__(self, other):
+            return True
+
+    for bad in (Always(), [1, Always()], {"k": Always()}, object(), len, iter([1]), range(3)):
+        with pytest.raises(values.UnsupportedValue):
+            values.encode(bad)
+
+
+def test_size_and_depth_caps():
+    with pytest.raises(values.UnsupportedValue, match="too large"):
+        values.encode(["x" * 100] * 100, max_chars=1000)
+    deep = []
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(values.UnsupportedValue, match="deeply"):
+        values.encode(deep)
+    loop = []
+    loop.append(loop)
+    with pytest.raises(values.UnsupportedValue):
+        values.encode(loop)
+
+
+@pytest.mark.parametrize("text", [
+    '{"t": [1], "x": 2}', '{"q": 1}', '{"d": [[[], 1]]}', '{"c": ["a", 1]}', '{"b": "!!"}', "[" * 5000,
+])
+def test_decode_rejects_malformed_input(text):
+    with pytest.raises(ValueError):
+        values.loads(text)
+
+
+def test_guard_passes_builtins_and_inert_objects_and_stops_forgeries():
+    import random
+
+    rng = random.Random(0)
+    gen = (i for i in range(3))
+    assert values.guard(rng) is rng and values.guard(gen) is gen and values.guard(len) is len
+    assert values.guard([1, (2, "x")]) == [1, (2, "x")]
+
+    class Record:  # a plain helper class: harmless
+        def __init__(self):
+            self.x = 1
+
+    rec = Record()
+    assert values.guard(rec) is rec
+
+    class Always:
+        def __eq__(self, other):
+            return True
+
+    class Sneaky(int):
+        def __eq__(self, other):
+            return True
+        __hash__ = int.__hash__
+
+    class Truthy:
+        def __bool__(self):
+            return True
+
+    with pytest.raises(TypeError):
+        values.guard(Always())
+    with pytest.raises(TypeError):
+        values.guard(Truthy())
+    with pytest.raises(TypeError):
+        values.guard([1, [Always()]])
+    plain = values.guard(Sneaky(5))
+    assert type(plain) is int and plain == 5 and not plain == 6
+    assert type(values.guard([Sneaky(5)])[0]) is int
+
+
+def test_frames_are_authenticated_and_ordered():
+    key = os.urandom(32)
+    sign = protocol.make_signer(key)
+    good = [protocol.encode_frame({"n": i}, sign, i) for i in range(3)]
+
+    def read_all(chunks, key=key):
+        r, w = os.pipe()
+        os.write(w, b"".join(chunks))
+        os.close(w)
+        reader = protocol.FrameReader(r, key=key)
+        out = []
+        try:
+            while True:
+                out.append(reader.read(deadline=None))
+        except protocol.ChannelError as e:
+            out.append(str(e))
+        finally:
+            os.close(r)
+        return out
+
+    assert read_all(good) == [{"n": 0}, {"n": 1}, {"n": 2}, "closed"]
+    assert read_all([good[1], good[0]])[0] == "frame failed authentication"  # replayed out of order
+    assert read_all(good, key=os.urandom(32))[0] == "frame failed authentication"
+    forged = protocol.encode_frame({"n": 9})  # well-formed, unsigned
+    assert read_all([good[0], forged])[1] in ("frame failed authentication", "frame too short")
+    tampered = bytearray(good[0])
+    tampered[6] ^= 1
+    assert read_all([bytes(tampered)])[0] == "frame failed authentication"
+    assert "exceeds the limit" in read_all([b"passed\n"])[0]  # printed text is no frame
+
+
+def test_frame_size_is_capped():
+    r, w = os.pipe()
+    os.write(w, (protocol.MAX_FRAME + 1).to_bytes(4, "big"))
+    os.close(w)
+    with pytest.raises(protocol.ChannelError, match="exceeds"):
+        protocol.FrameReader(r).read()
+    os.close(r)
+    assert json.loads(protocol.encode_frame({"a": 1})[4:]) == {"a": 1}
