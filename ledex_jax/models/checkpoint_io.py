@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
+from tqdm.auto import tqdm
 
 from ledex_jax.models import hf_config, hf_mapping, safetensors_io
 from ledex_jax.models.config import ModelConfig
@@ -69,7 +70,7 @@ def place(cfg: ModelConfig, read_hf, mesh: Mesh | None = None, rules=DEFAULT_RUL
     graphdef, state = nnx.split(abstract_model(cfg))
     np_dtype = np.dtype(cfg.jnp_param_dtype)
     default = SingleDeviceSharding(jax.devices()[0])
-    for path, var in nnx.to_flat_state(state):
+    for path, var in tqdm(nnx.to_flat_state(state), desc="placing parameters", unit="param", disable=None):
         key = ".".join(str(p) for p in path)
         if key not in table:
             raise AssertionError(f"parameter {key} has no entry in the {cfg.model_type} mapping table")
@@ -160,7 +161,9 @@ def save_pretrained(model, config: ModelConfig, out_dir, tokenizer=None, max_sha
         index = safetensors_io.write_shards(tmp, shards, fetch)
         if writer:
             safetensors_io.write_index(tmp, index)
-            _write_json(tmp / "config.json", hf_config.config_to_hf(config))
+            hf_cfg = hf_config.config_to_hf(config)
+            hf_cfg["dtype"] = hf_cfg["torch_dtype"] = dtype.name  # what the shards hold
+            _write_json(tmp / "config.json", hf_cfg)
             _write_json(tmp / "generation_config.json", hf_config.generation_config(config))
             if tokenizer is not None:
                 if isinstance(tokenizer, (str, os.PathLike)):

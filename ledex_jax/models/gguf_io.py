@@ -86,8 +86,13 @@ def config_from_gguf(reader, dtype: str | None = None) -> ModelConfig:
         rope_scaling_factor=float(get("rope.scaling.factor")) if scaling == "linear" else None,
         attention_bias="blk.0.attn_q.bias" in names, mlp_bias="blk.0.ffn_gate.bias" in names,
         tie_word_embeddings="output.weight" not in names, activation="silu",
-        bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"), eos_token_id=_field(reader, "tokenizer.ggml.eos_token_id"),
-        pad_token_id=_field(reader, "tokenizer.ggml.padding_token_id"), param_dtype=dtype, dtype=dtype)
+        bos_token_id=_token(reader, "bos"), eos_token_id=_token(reader, "eos"), pad_token_id=_token(reader, "padding"),
+        param_dtype=dtype, dtype=dtype)
+
+
+def _token(reader, kind: str) -> int | None:
+    value = _field(reader, f"tokenizer.ggml.{kind}_token_id")
+    return None if value is None else int(value)
 
 
 class GGUFSource:

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 import ml_dtypes
 import numpy as np
 from safetensors import safe_open
+from tqdm.auto import tqdm
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -179,7 +180,7 @@ def write_shards(out_dir: Path, shards: list[list[tuple[str, tuple[int, ...], st
     """
     weight_map, total = {}, 0
     n = len(shards)
-    for k, shard in enumerate(shards):
+    for k, shard in enumerate(tqdm(shards, desc="writing shards", unit="shard", disable=None)):
         fname = f"model-{k + 1:05d}-of-{n:05d}.safetensors"
         header, offset = {"__metadata__": {"format": "pt"}}, 0
         for name, shape, dt in shard:

@@ -216,3 +216,15 @@ def test_parse_size():
     assert parse_size("2GB") == 2 * 10**9 and parse_size("500MiB") == 500 * 2**20 and parse_size(123) == 123
     with pytest.raises(ValueError, match="max_shard_size"):
         parse_size("two gigs")
+
+
+def test_bfloat16_checkpoint_loads_exactly_into_float32(tmp_path):
+    import torch
+
+    hf = F.hf_model("bigcode_mqa").to(torch.bfloat16)
+    hf.save_pretrained(str(tmp_path))
+    model, cfg = load_pretrained(tmp_path)
+    assert cfg.param_dtype == "float32"
+    ours = _params(model)
+    np.testing.assert_array_equal(ours["wte"], hf.transformer.wte.weight.detach().float().numpy())
+    np.testing.assert_array_equal(ours["layers.c_fc"][1], hf.transformer.h[1].mlp.c_fc.weight.detach().float().numpy().T)

@@ -98,3 +98,21 @@ def test_each_device_reads_only_its_block(hf_dirs):
     assert fused and all(size * 8 == total for size, total in fused)
     embed = [(size, total) for name, size, total in reads if name == "transformer.wte.weight"]
     assert embed and all(size * 8 == total for size, total in embed)
+
+
+def test_export_from_a_sharded_model_equals_single_device_export(hf_dirs, tmp_path):
+    from safetensors.numpy import load_file
+
+    from ledex_jax.models import save_pretrained
+
+    single, cfg = load_pretrained(hf_dirs["llama_gqa_untied_bias"])
+    sharded, _ = load_pretrained(hf_dirs["llama_gqa_untied_bias"], mesh=make_mesh((2, 2, 2)))
+    a = save_pretrained(single, cfg, tmp_path / "single", max_shard_size="100KB")
+    b = save_pretrained(sharded, cfg, tmp_path / "sharded", max_shard_size="100KB")
+    files = sorted(p.name for p in a.glob("*.safetensors"))
+    assert files == sorted(p.name for p in b.glob("*.safetensors")) and len(files) > 1
+    for name in files:
+        x, y = load_file(str(a / name)), load_file(str(b / name))
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
