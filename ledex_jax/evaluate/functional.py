@@ -64,12 +64,12 @@ def judge(problem: Problem, sample: Sample, result: ExecutionResult) -> SampleRe
 
 
 def score_samples(problems: Mapping[str, Problem], samples: Iterable[Sample],
-                  pool: ExecutionPool) -> list[SampleResult]:
-    """Run every sample through ``pool``; results in sample order."""
+                  pool: ExecutionPool, progress: bool = False) -> list[SampleResult]:
+    """Run every sample through ``pool``; results in sample order (``progress``: a bar)."""
     samples = list(samples)
     programs = [program_for(problems[s.task_id], s.code, f"{s.task_id}#{s.completion_id}")
                 for s in samples]
-    results = pool.run(programs)
+    results = pool.run(programs, progress=progress)
     return [judge(problems[s.task_id], s, r) for s, r in zip(samples, results)]
 
 
