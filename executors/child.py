@@ -2,9 +2,9 @@
 
 It never sees expected values. For parent-judged tests it only evaluates expressions (the calls)
 and reports their values in the closed type set; for child-judged tests it reports whether the
-test code finished without an exception. Every test runs (no fail-fast), each preceded by a
-"start" frame so the worker can enforce the per-test deadline; reports go over the dedicated,
-authenticated result pipe.
+test code finished without an exception. Every test runs (no fail-fast); each report starts the
+clock of the next test, so the worker can enforce per-test deadlines. Reports go over the
+dedicated, authenticated result pipe.
 
 Stdlib only: this module is imported inside the sandbox.
 """
@@ -166,23 +166,38 @@ def _enc_value(v, caps, _encode=values.encode, _unsupported=values.UnsupportedVa
         return {"u": "value nested too deeply"}
 
 
-def _eval_exprs(spec, ns, caps, _compile=compile, _eval=eval, _exec=exec, _guard=values.guard,
-                _enc=_enc_value, _info=exception_info, _register=_register_source,
-                _skip=_HARNESS_FILES | {TEST_FILE}):
-    """Pre-statements, then each expression in order; stops at the first exception.
+def compile_spec(spec, _compile=compile):
+    """Code objects for one test spec. Test code is trusted and repeats across programs, so the
+    worker compiles it (and caches it) before forking; the child only runs it.
 
-    Each expression is compiled as `lambda GUARD: (expr)`, so the guard inside it is a local
-    the program cannot rebind.
+    The expressions of an `exprs` test become one `lambda GUARD: (thunk, ...)`: the guard is a
+    parameter, a local the program cannot rebind, and each thunk runs one expression.
     """
-    if spec.get("pre"):
-        _register(TEST_FILE, spec["pre"])
-        _exec(_compile(spec["pre"], TEST_FILE, "exec"), ns)
+    kind = spec["kind"]
+    if kind == "exprs":
+        thunks = "".join(f"(lambda: (\n{src}\n)),\n" for src in spec["exprs"])
+        exprs = _compile(f"lambda {GUARD_NAME}: (\n{thunks})", TEST_FILE, "eval")
+        pre = _compile(spec["pre"], TEST_FILE, "exec") if spec.get("pre") else None
+        return (pre, exprs)
+    if kind in ("exec", "check"):
+        return (_compile(spec["src"], TEST_FILE, "exec"),)
+    return ()
+
+
+def _missing(spec, code, ns, caps):
+    raise RuntimeError("the test code did not compile")
+
+
+def _eval_exprs(spec, code, ns, caps, _eval=eval, _exec=exec, _guard=values.guard,
+                _enc=_enc_value, _info=exception_info, _skip=_HARNESS_FILES | {TEST_FILE}):
+    """Pre-statements, then each expression in order; stops at the first exception."""
+    pre, exprs = code
+    if pre is not None:
+        _exec(pre, ns)
     out = []
-    for src in spec["exprs"]:
-        wrapped = f"lambda {GUARD_NAME}: (\n{src}\n)"
+    for thunk in _eval(exprs, ns)(_guard):
         try:
-            _register(TEST_FILE, wrapped)
-            v = _eval(_compile(wrapped, TEST_FILE, "eval"), ns)(_guard)
+            v = thunk()
         except BaseException as e:
             out.append({"e": _info(e, _skip)})
             break
@@ -190,33 +205,31 @@ def _eval_exprs(spec, ns, caps, _compile=compile, _eval=eval, _exec=exec, _guard
     return {"vals": out}
 
 
-def _call(spec, ns, caps, _decode=values.decode, _enc=_enc_value):
+def _call(spec, code, ns, caps, _decode=values.decode, _enc=_enc_value):
     fn = ns.get(spec["fn"])
     if fn is None:
         raise NameError(f"name {spec['fn']!r} is not defined")
     return {"vals": [_enc(fn(*_decode(spec["args"])), caps)]}
 
 
-def _run_test_code(spec, ns, _compile=compile, _exec=exec, _guard=values.guard,
-                   _register=_register_source):
+def _run_test_code(spec, code, ns, _exec=exec, _guard=values.guard, _register=_register_source):
     """Run child-judged test code; returns what the wrapper returns (check, for check tests)."""
     _register(TEST_FILE, spec["src"])
-    code = _compile(spec["src"], TEST_FILE, "exec")
     if not spec.get("wrapped"):
         ns[GUARD_NAME] = _guard
-        _exec(code, ns)
+        _exec(code[0], ns)
         return ns.get("check")
-    _exec(code, ns)
+    _exec(code[0], ns)
     return ns.pop(TEST_FUNC)(_guard)
 
 
-def _exec_test(spec, ns, caps, _run=_run_test_code):
-    _run(spec, ns)
+def _exec_test(spec, code, ns, caps, _run=_run_test_code):
+    _run(spec, code, ns)
     return {"ok": True}
 
 
-def _check(spec, ns, caps, _run=_run_test_code):
-    check = _run(spec, ns)
+def _check(spec, code, ns, caps, _run=_run_test_code):
+    check = _run(spec, code, ns)
     fn = ns.get(spec["entry"])
     if fn is None:
         raise NameError(f"name {spec['entry']!r} is not defined")
@@ -264,9 +277,14 @@ def _run_as_main(code, result_fd):
 _RUNNERS = (("exprs", _eval_exprs), ("call", _call), ("exec", _exec_test), ("check", _check))
 
 
-def run(job, start, send, result_fd, _runners=_RUNNERS, _info=exception_info, _clock=time.perf_counter,
-        _compile=compile, _exec=exec):
-    """Load the program and run tests[start:], reporting each through `send`."""
+def run(job, compiled, start, send, result_fd, _runners=_RUNNERS, _info=exception_info,
+        _clock=time.perf_counter, _compile=compile, _exec=exec):
+    """Load the program and run tests[start:], reporting each through `send`.
+
+    Frames: "load" (its arrival starts the first test's clock), then one "res" per test (each
+    starts the next test's clock); the last carries "last". A stdio program runs once, as
+    __main__, right after "load".
+    """
     limits = limits_mod.Limits.from_dict(job["limits"])
     caps = {"max_chars": limits.max_value_chars}
     tests = job["tests"]
@@ -285,26 +303,24 @@ def run(job, start, send, result_fd, _runners=_RUNNERS, _info=exception_info, _c
         return
     send({"t": "load", "dt": _clock() - t0})
     if is_stdio:  # one whole run of the program per child
-        send({"t": "start", "i": start})
         _run_as_main(code, result_fd)
+    last = len(tests) - 1
     for i in range(start, len(tests)):
         spec = tests[i]
-        send({"t": "start", "i": i})
         t0 = _clock()
         try:
             kind = spec["kind"]
             runner = [fn for name, fn in _runners if name == kind]
             if not runner:
                 raise ValueError(f"unknown test kind {kind!r}")
-            res = runner[0](spec, ns, caps)
+            res = (runner[0] if compiled[i] is not None else _missing)(spec, compiled[i], ns, caps)
         except BaseException as e:
             res = {"e": _info(e)}
-        res.update(t="res", i=i, dt=_clock() - t0)
+        res.update(t="res", i=i, dt=_clock() - t0, last=i == last)
         send(res)
-    send({"t": "done"})
 
 
-def main(job, start, result_fd, key_fd, workdir, env, isolated):
+def main(job, compiled, start, result_fd, key_fd, workdir, env, isolated):
     """Entry point in the freshly forked child. Never returns."""
     status = 0
     try:
@@ -331,7 +347,7 @@ def main(job, start, result_fd, key_fd, workdir, env, isolated):
         limits = limits_mod.Limits.from_dict(job["limits"])
         limits_mod.apply_rlimits(limits, job["cpu_seconds"])
         install_audit_hook(None if isolated else workdir)
-        run(job, start, send, result_fd)
+        run(job, compiled, start, send, result_fd)
     except BaseException:
         status = 70
     finally:

@@ -7,6 +7,7 @@ result passed through `values.guard`, and is marked judged_by="child".
 """
 import ast
 import dataclasses
+import functools
 from typing import Any, List, Optional
 
 from executors import safe_eval, values
@@ -119,8 +120,16 @@ def display_line(line, test):
         return line.replace(GUARD_NAME, "").strip()
 
 
-def defined_names(*sources):
-    """Top-level names a program defines (so a test's `sum` may mean the program's own)."""
+def defined_names(sources, tests=()):
+    """Names a program defines that its tests could mistake for builtins (a test's `sum` may
+    mean the program's own). Only names the tests use are looked for, and the program is
+    parsed only when its text mentions one of them."""
+    wanted = set(safe_eval.SAFE_FUNCS) | set(safe_eval.SAFE_MODULES)
+    if tests:
+        wanted &= set().union(*(names_used(t.source) for t in tests if t.kind in ("assertion", "check")))
+    text = "\n".join(sources)
+    if not any(name in text for name in wanted):
+        return frozenset()
     names = set()
     for src in sources:
         try:
@@ -136,18 +145,43 @@ def defined_names(*sources):
                 names.update((a.asname or a.name).split(".")[0] for a in node.names)
             elif isinstance(node, ast.Global):
                 names.update(node.names)
-    return names
+    return frozenset(names & wanted)
 
 
 def plan(test: TestCase, shadowed=frozenset()) -> Plan:
-    if test.kind == "assertion":
-        return _plan_assertion(test, shadowed)
-    if test.kind == "check":
-        return _plan_check(test, shadowed)
+    """How `test` is run and judged. `shadowed`: names the program defines (see defined_names)."""
+    if test.kind in ("assertion", "check"):
+        # the same tests come back for every sample of a problem: plan each source once
+        relevant = frozenset(shadowed) & names_used(test.source)
+        cached = _plan_source(test.kind, test.source, test.entry_point, relevant)
+        return dataclasses.replace(cached, test=test)
     if test.kind == "call":
         return _plan_call(test)
     return Plan(test, {"kind": "stdio", "stdin": test.stdin}, "parent",
                 _stdio_text(test.stdin, test.expected_stdout))
+
+
+@functools.lru_cache(maxsize=8192)
+def names_used(source):
+    """Every name a test's source mentions."""
+    tree, _ = _parse(source)
+    if tree is None:
+        return frozenset()
+    names = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name):
+            names.add(n.id)
+        elif isinstance(n, ast.arg):
+            names.add(n.arg)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=8192)
+def _plan_source(kind, source, entry_point, shadowed):
+    test = TestCase(kind, source=source, entry_point=entry_point)
+    if kind == "assertion":
+        return _plan_assertion(test, shadowed)
+    return _plan_check(test, shadowed)
 
 
 def _invalid(test, text, why):
@@ -161,16 +195,14 @@ def _parse(source):
         return None, f"{type(e).__name__}: {e}"
 
 
-def _hole_source(src):
-    """A hole's expression with inner call results guarded (len(obj) must not ask obj); its
-    own value is checked strictly when encoded."""
-    return ast.unparse(guard_calls(ast.parse(src, mode="eval"), wrap_top=False))
+def _guard_hole(node):
+    """A hole's inner call results are guarded (len(obj) must not ask obj); its own value is
+    checked strictly when encoded."""
+    return guard_calls(node, wrap_top=False)
 
 
 def _split_assert(stmt, rename, shadowed):
-    split = safe_eval.split(stmt.test, rename=rename, shadowed=shadowed)
-    split.holes = [_hole_source(h) for h in split.holes]
-    return split
+    return safe_eval.split(stmt.test, rename=rename, shadowed=shadowed, hole_transform=_guard_hole)
 
 
 def _plan_assertion(test, shadowed):
@@ -230,8 +262,8 @@ def _lower_check(tree, check_def, entry, shadowed):
                 split = _split_assert(stmt, {param: entry}, set(shadowed) | {param})
             except safe_eval.NotLowerable:
                 return None
-            shown = _Rename(param, entry).visit(ast.parse(ast.unparse(stmt)).body[0])
-            checks.append(Check(ast.unparse(ast.Assert(shown.test, None)), split, offset))
+            shown = _Rename(param, entry).visit(safe_eval.copy_tree(stmt.test))
+            checks.append(Check(ast.unparse(ast.Assert(shown, None)), split, offset))
             offset += len(split.holes)
         else:
             return None

@@ -150,7 +150,7 @@ class ExecutionPool:
         timeout = float(program.timeout) if program.timeout else self.limits.program_timeout
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        shadowed = lowering.defined_names(program.setup_code, program.code)
+        shadowed = lowering.defined_names((program.setup_code, program.code), program.tests)
         plans = [lowering.plan(t, shadowed) for t in program.tests]
         try:
             key = cache_mod.cache_key(program, self.limits, timeout, self.sandbox)

@@ -180,14 +180,14 @@ def test_humaneval_check_feedback_names_the_failing_assert(bwrap_pool):
                           "assert inc(x) == x + 1\n# AssertionError")
 
 
-def test_all_humaneval_canonical_solutions_pass_and_stubs_fail(bwrap_pool):
+def test_all_humaneval_canonical_solutions_pass_and_stubs_fail():
     problems = _humaneval()
     good = [Program(p["task_id"], p["prompt"] + p["canonical_solution"],
                     [TestCase.check(p["test"], p["entry_point"])]) for p in problems]
     stubs = [Program(p["task_id"], p["prompt"] + "    return None\n",
                      [TestCase.check(p["test"], p["entry_point"])]) for p in problems]
-    results = bwrap_pool.run(good + stubs)
-    assert [r.id for r in results if not r.passed][:0] == []
+    with ExecutionPool(**dict(POOL_KW, per_test_timeout=10.0)) as pool:  # HumanEval/75 is slow
+        results = pool.run(good + stubs)
     assert all(r.passed for r in results[:len(good)]), [
         (r.id, r.tests[0].message) for r in results[:len(good)] if not r.passed]
     assert not any(r.passed for r in results[len(good):])
@@ -271,7 +271,7 @@ def test_result_cache_in_memory_and_on_disk(tmp_path):
     with ExecutionPool(sandbox="auto", **kw) as fresh:  # new process state, same directory
         from_disk = fresh.run([prog])[0]
         assert from_disk.cached and from_disk.tests[1].actual == 2
-    with ExecutionPool(sandbox="auto", **dict(kw, per_test_timeout=2.0)) as other_limits:
+    with ExecutionPool(sandbox="auto", **dict(kw, memory_mb=kw["memory_mb"] + 1)) as other_limits:
         assert not other_limits.run([prog])[0].cached  # limits are part of the key
 
 
