@@ -102,7 +102,8 @@ def _problem(record: dict, task: ReferenceTask, refs) -> Problem:
                     WHAT, task.task_id, dropped,
                     next(iter(next(f for f in refs.failures.values() if f).values())))
     assertions = [line for line in record.get("assertion", "").splitlines() if line.strip()]
-    metadata = {"dropped_inputs": dropped, "per_test_time_limit": max(limits, default=MIN_TIME_LIMIT)}
+    metadata = {"dropped_inputs": dropped, "time_limits": tuple(limits),
+                "per_test_time_limit": max(limits, default=MIN_TIME_LIMIT)}
     if record["entry_point"] in ACCEPT_CONSTANT:
         metadata["accept_constant"] = ACCEPT_CONSTANT[record["entry_point"]]
     return Problem(
