@@ -138,6 +138,12 @@ class Worker:
             self.base = tempfile.mkdtemp(prefix="ledex-exec-")
             self.protected = set()
         self.workdir = os.path.join(self.base, "run")
+        # what every child needs, set once here rather than after each fork
+        os.environ.clear()
+        os.environ.update(CHILD_ENV, HOME=self.workdir, TMPDIR=self.workdir)
+        for sig in (signal.SIGALRM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead
 
     # -- process tree -------------------------------------------------------------------------
     def kill_tree(self):
@@ -190,19 +196,25 @@ class Worker:
 
     # -- private tmp --------------------------------------------------------------------------
     def fresh_workdir(self):
+        """An empty private directory for the next child (kept between programs, emptied:
+        creating and removing directories is slow on some host filesystems)."""
+        self.wipe()
         try:
             os.mkdir(self.workdir, 0o700)
         except FileExistsError:
-            self.wipe()
-            os.mkdir(self.workdir, 0o700)
+            pass
 
     def wipe(self):
-        try:
-            os.rmdir(self.workdir)  # the common case: the program left nothing behind
-        except OSError:
-            pass
+        """Remove whatever programs left in the private tmp (and elsewhere in /tmp)."""
+        wd = self.workdir
+        if os.path.islink(wd) or (os.path.lexists(wd) and not os.path.isdir(wd)):
+            os.unlink(wd)  # the program replaced its directory
+        elif os.path.isdir(wd):
+            os.chmod(wd, 0o700)
+            for name in os.listdir(wd):
+                _rmtree(os.path.join(wd, name))
         for name in os.listdir(self.base):
-            if name not in self.protected:
+            if name not in self.protected and name != "run":
                 _rmtree(os.path.join(self.base, name))
 
     # -- one program --------------------------------------------------------------------------
@@ -245,8 +257,7 @@ class Worker:
         if pid == 0:  # pragma: no cover - runs in the child
             os.close(r)
             os.close(kw)
-            child_mod.main(job, compiled, start, w, kr, self.workdir, CHILD_ENV,
-                           self.mode == "bwrap")
+            child_mod.main(job, compiled, start, w, kr, self.workdir, self.mode == "bwrap")
         os.close(w)
         os.close(kr)
         key = os.urandom(32)  # made after fork: the child learns it only through the pipe

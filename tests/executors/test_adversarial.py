@@ -234,6 +234,15 @@ CASES = {
                     fh.write(b"\\0" * (1 << 20))
             return 2
         """, [A("assert f(1) == 2")], ("error",)),
+    "replaces_its_directory_with_a_symlink": ("""
+        import os
+        def f(x):
+            here = os.getcwd()
+            os.chdir("..")
+            os.rmdir(here)
+            os.symlink("/etc", here)
+            return 3
+        """, [A("assert f(1) == 2")], ("failed", "error")),
     "deep_recursion": ("""
         def f(x):
             return f(x + 1)
