@@ -6,6 +6,7 @@ codellama_7b, codellama_13b, starcoder_15b. Paper values: 2 epochs, batch 128, A
 """
 from ml_collections import ConfigDict
 
+from ledex_jax.data.sft_pipeline import default_data_config
 from ledex_jax.training.config import base_config
 
 VARIANTS = {
@@ -25,12 +26,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c = base_config(trainer="sft", **VARIANTS[variant])
     c.variant = variant
 
-    c.data.train_path = ""  # JSONL of SFT records; "" = the demo dataset shipped with the package
-    c.data.eval_path = ""  # "" = hold out `eval_fraction` of the training records
-    c.data.eval_fraction = 0.1
-    c.data.style = "auto"  # "starchat" (base models) | "chat_template" (instruct models) | "auto"
-    c.data.formats = ("refine", "explain_refine", "codegen")
-    c.data.pack = True
+    # The seqio pipeline's fields (ledex_jax/data/sft_pipeline.py: source, path, style, format_rates,
+    # pack, overlong, shuffle, ...) plus the trainer's own: seq_len, eval_path, shard_by_host.
+    c.data.update(default_data_config())
+    c.data.eval_path = ""  # held-out records; "" = the `validation` split of a "{split}" path, if any
+    c.data.shard_by_host = False  # see ledex_jax/sft/data.py
 
     c.train.num_epochs = 2
     c.train.batch_size = 128
@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
     if variant == "tiny":
         c.model.overrides = {"hidden_size": 64, "num_layers": 2}
-        c.data.seq_len = 256
+        c.data.seq_len = 512
         c.train.batch_size = 8
         c.train.learning_rate = 3e-3
         c.train.warmup_steps = 10
@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.log.every_steps = 1
         c.log.eval_every_steps = 10
     elif variant == "smollm2":
+        c.data.style = "chat_template"  # an instruct model: use its own chat template
         c.data.seq_len = 512
         c.train.batch_size = 16
         c.train.learning_rate = 2e-5

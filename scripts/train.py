@@ -5,7 +5,7 @@ The same command runs on every host of a TPU pod (set --config.distributed.initi
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,6 +23,8 @@ TRAINERS = {
 
 def main(argv):
     del argv
+    if not FLAGS["verbosity"].present:  # orbax and seqio log every file at INFO; --verbosity=0 shows them
+        logging.set_verbosity(logging.WARNING)
     cfg = FLAGS.config
     if cfg is None:
         raise app.UsageError("--config is required, e.g. --config=configs/sft.py:tiny")

@@ -43,15 +43,11 @@ def load_model(cfg, mesh, tokenizer=None):
     overrides = dict(cfg.model.overrides)
     rules = tuple(cfg.mesh.rules)
     if cfg.model.checkpoint:
-        model, model_cfg = load_pretrained(resolve_model_path(cfg.model.checkpoint),
-                                           dtype=overrides.pop("param_dtype", None), mesh=mesh, rules=rules)
-        unknown = set(overrides) - {"dtype", "remat_policy"}
+        unknown = set(overrides) - {"dtype", "param_dtype", "remat_policy"}
         if unknown:
             raise ValueError(f"config.model.overrides {sorted(unknown)} cannot change a loaded checkpoint's "
                              "architecture; only dtype, param_dtype and remat_policy can be overridden")
-        model_cfg = model_cfg.replace(**overrides)
-        model.config = model_cfg
-        return model, model_cfg
+        return load_pretrained(resolve_model_path(cfg.model.checkpoint), mesh=mesh, rules=rules, **overrides)
     model_cfg = get_preset(cfg.model.preset, **overrides)
     if tokenizer is not None and len(tokenizer) > model_cfg.vocab_size:
         model_cfg = model_cfg.replace(vocab_size=len(tokenizer))  # random init: size the vocab to the tokenizer
