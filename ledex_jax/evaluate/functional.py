@@ -35,7 +35,7 @@ class SampleResult:
 
 def program_for(problem: Problem, code: str, program_id: str) -> Program:
     """The executor's unit of work for ``code`` judged by ``problem``'s tests."""
-    return Program(id=program_id, code=code, tests=list(problem.tests),
+    return Program(id=program_id, code=problem.preamble + code, tests=list(problem.tests),
                    setup_code=problem.setup_code, timeout=problem.timeout)
 
 

@@ -123,17 +123,21 @@ def test_mbpp_sanitized_test_imports_become_setup_code(shared_data):
 
 def test_apps_fixture_loads_and_its_references_pass(fixtures, pool):
     problems = load_apps(fixtures / "apps_train.jsonl", split="train")
-    assert [p.task_id for p in problems] == ["APPS/0", "APPS/1", "APPS/2"]  # APPS/3 has no tests
+    # APPS/3 has no tests and is dropped
+    assert [p.task_id for p in problems] == ["APPS/0", "APPS/1", "APPS/2", "APPS/4"]
     assert [t.kind for t in problems[0].tests] == ["stdio", "stdio"]
     assert problems[1].entry_point == "largest" and problems[1].tests[0].expected == 5
     assert problems[2].tests[0].stdin == "3\n1 2 3"  # list-valued input joined by lines
+    assert problems[3].tests[0].expected == [0, 1]  # one-element output list unwrapped
     assert problems[0].metadata["difficulty"] == "introductory"
     assert len(problems[0].metadata["solutions"]) == 2
     failures, _ = run_references(pool, problems)
     assert failures == set()
-    broken = run_code(pool, problems, lambda p: "print(0)\n" if p.entry_point is None
-                      else f"def {p.entry_point}(nums):\n    return min(nums)\n")
-    assert not any(r.passed for r in broken)
+    broken = {"APPS/0": "print(0)\n", "APPS/2": "print(0)\n",
+              "APPS/1": "def largest(nums):\n    return min(nums)\n",
+              "APPS/4": "class Solution:\n    def twoSum(self, nums, target):\n        return [0, 0]\n"}
+    results = run_code(pool, problems, lambda p: broken[p.task_id])
+    assert [r.id for r in results if r.passed] == []
 
 
 def test_apps_difficulty_filter(fixtures):

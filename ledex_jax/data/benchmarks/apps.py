@@ -8,8 +8,11 @@ JSON strings; ``input_output`` holds parallel ``inputs``/``outputs`` lists and, 
 Judging follows APPS's own harness where our executor can express it: stdin/stdout tests
 (list-valued inputs/outputs are joined by newlines), and call-based tests whose expected value
 is the single element of a one-element output list (APPS accepts either that element or the
-list itself; we accept the element only). Problems without tests are dropped: nothing could
-verify a solution to them.
+list itself; we accept the element only). Programs get the stdlib part of the import header
+APPS's harness puts before every solution (LeetCode starter code says ``List[int]`` without
+importing it), and call-based problems whose starter code is a ``class Solution`` get a
+module-level function of the method's name that calls it.
+Problems without tests are dropped: nothing could verify a solution to them.
 """
 from __future__ import annotations
 
@@ -25,6 +28,15 @@ SPLITS = ("train", "test")
 DIFFICULTIES = ("introductory", "interview", "competition")
 FIELDS = ("problem_id", "question", "solutions", "input_output")
 WHAT = "APPS"
+# The stdlib part of the header APPS's harness puts before every solution.
+PREAMBLE = """import sys, time, itertools, collections, math, fractions, random, heapq
+from itertools import accumulate, product, permutations, combinations
+from collections import Counter, OrderedDict, deque, defaultdict, ChainMap
+from functools import lru_cache
+from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2
+from typing import List, Tuple
+from heapq import *
+"""
 
 
 def load_apps(path: str | Path | None = None, split: str = "train", *,
@@ -66,8 +78,11 @@ def apps_problem(record, split: str, where: str, max_tests: int | None = None) -
     if not pairs:
         return None
     fn_name = io.get("fn_name")
+    starter = record.get("starter_code") or ""
+    setup = ""
     if fn_name:
         tests = [TestCase.call(fn_name, list(args), expected=_unwrap(out)) for args, out in pairs]
+        setup = solution_method_shim(fn_name) if "class Solution" in starter else ""
     else:
         tests = [TestCase.stdio(_text(inp), _text(out)) for inp, out in pairs]
     solutions = json_field(record, "solutions", WHAT, where) or []
@@ -78,11 +93,19 @@ def apps_problem(record, split: str, where: str, max_tests: int | None = None) -
         tests=tuple(tests),
         reference=solutions[0] if solutions else "",
         entry_point=fn_name or None,
+        setup_code=setup,
+        preamble=PREAMBLE,
         split=split,
-        starter_code=record.get("starter_code") or "",
+        starter_code=starter,
         metadata={"difficulty": record.get("difficulty"), "url": record.get("url"),
                   "solutions": tuple(solutions)},
     )
+
+
+def solution_method_shim(fn_name: str) -> str:
+    """A function ``fn_name`` calling ``Solution().fn_name``; it looks ``Solution`` up when
+    called, so it works whether setup code runs before or after the program."""
+    return f"def {fn_name}(*args):\n    return Solution().{fn_name}(*args)\n"
 
 
 def _text(value) -> str:

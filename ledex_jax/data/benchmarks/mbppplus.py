@@ -58,7 +58,7 @@ def load_mbppplus(path: str | Path, split: str | None = None, *,
 def not_none_adapter(entry_point: str) -> tuple[str, str]:
     """(name, setup code) of a function returning whether ``entry_point`` returned something
     (a bool output is kept as is, as EvalPlus does). It looks the entry point up when called,
-    so it can be defined in setup code, before the program."""
+    so it works whether setup code runs before or after the program."""
     name = f"{entry_point}_is_not_none"
     code = (f"def {name}(*args):\n"
             f"    out = {entry_point}(*args)\n"

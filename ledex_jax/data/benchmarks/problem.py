@@ -20,8 +20,10 @@ class Problem:
     docstring; MBPP: the English text; APPS/CodeContests: the statement). ``examples`` are the
     tests a prompt may show (MBPP: the first assertion). ``completion_prefix`` is what a bare
     ``completion`` continues (HumanEval and MBPP+: the prompt; empty where samples are whole
-    programs). ``tests`` judge a program; ``suites`` names slices of them (MBPP+: base, plus)
-    so a result can say which suite failed.
+    programs). ``preamble`` is code the benchmark's own harness puts before every program (APPS:
+    its import header); ``setup_code`` is handed to the executor as is. ``tests`` judge a
+    program; ``suites`` names slices of them (MBPP+: base, plus) so a result can say which
+    suite failed.
     """
 
     task_id: str
@@ -31,6 +33,7 @@ class Problem:
     reference: str = ""
     entry_point: str | None = None
     setup_code: str = ""
+    preamble: str = ""
     split: str = "test"
     examples: tuple[str, ...] = ()
     completion_prefix: str = ""
