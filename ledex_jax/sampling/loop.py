@@ -1,0 +1,157 @@
+"""The compiled part of sampling: prefill a left-padded batch into a fixed-size KV cache, then a
+`lax.while_loop` of single-token decode steps that runs until a step limit or until every row has
+finished. Pure functions of (graphdef, params, arrays); `Sampler` jits them once per shape.
+
+Cache layout: slots [0, P) hold the left-padded prompt, slot P + i holds generated token i, so
+every row writes the same slot each step (the model's cache contract). The loop stops at a
+*traced* `stop_at`, so the host can run it in chunks (for stop strings) without recompiling.
+
+Two decode bodies with identical results:
+- scanned: `model.forward` with the stacked [L, ...] cache (compile time independent of depth;
+  right for TPU/GPU, where XLA fuses the per-layer dynamic slices).
+- unrolled (`layer_params` given): a Python loop over layers with per-layer weights and per-layer
+  cache buffers. XLA:CPU copies every dynamic slice of a scanned weight or cache each step and
+  rebuilds the stacked cache; unrolled, weights are read in place and each step writes one slot.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ledex_jax.models import layers as L
+from ledex_jax.sampling.processors import Mode, choose, raw_logprob, step_keys
+from ledex_jax.sharding import constrain
+
+CACHE_AXES = ("batch", "cache_length", "act_kv_heads", None)
+
+
+class DecodeState(NamedTuple):
+    """Everything the decode loop carries; donated between chunks so the cache is reused in place."""
+    cache_k: jax.Array | tuple  # [L, B, S, Hkv, D] (scanned) or L arrays [B, S, Hkv, D] (unrolled)
+    cache_v: jax.Array | tuple
+    tokens: jax.Array           # [B, M] int32, pad after a row finishes
+    logprobs: jax.Array         # [B, M] f32, under the raw model (temperature 1); 0 after the end
+    sample_logprobs: jax.Array  # [B, M] f32, under the sampling distribution; 0 after the end
+    finished: jax.Array         # [B] bool
+    lengths: jax.Array          # [B] int32, generated tokens including a final EOS
+    step: jax.Array             # scalar int32: tokens generated so far (same for all rows)
+    prompt_mask: jax.Array      # [B, P] int32, 1 = real prompt token
+    keys: jax.Array             # [B, 2] uint32 per-row key data
+
+
+class Knobs(NamedTuple):
+    """Traced sampling settings: changing them reuses the compiled program."""
+    temperature: jax.Array  # scalar f32
+    top_p: jax.Array        # scalar f32
+    eos_ids: jax.Array      # [E] int32, padded with -1
+    pad_id: jax.Array       # scalar int32
+
+
+def split_layers(model) -> tuple[dict[str, jax.Array], ...]:
+    """Per-layer weight dicts (in the compute dtype) for the unrolled decode body."""
+    stacked = model.layers.arrays(model.config.jnp_dtype)
+    return tuple(jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(model.config.num_layers))
+
+
+def _lm_logits(model, hidden):
+    """f32 logits for one position [B, E] -> [B, V]; the model's full-length logits are never
+    used, so XLA drops them (prefill would otherwise build a [B, P, V] tensor)."""
+    w = model.unembedding().astype(hidden.dtype)
+    return jnp.einsum("be,ev->bv", hidden, w, preferred_element_type=jnp.float32)
+
+
+def _record(state: DecodeState, logits, knobs: Knobs, mode: Mode) -> DecodeState:
+    """Chooses token `state.step` for every row and writes it (pad for finished rows)."""
+    keys = step_keys(state.keys, state.step)
+    tokens, sample_lp = choose(logits, keys, mode, knobs.temperature, knobs.top_p)
+    live = ~state.finished
+    tokens = jnp.where(live, tokens, knobs.pad_id)
+    raw_lp = jnp.where(live, raw_logprob(logits, tokens), 0.0)
+    sample_lp = jnp.where(live, sample_lp, 0.0)
+    put = lambda buf, col: constrain(
+        jax.lax.dynamic_update_slice_in_dim(buf, col[:, None].astype(buf.dtype), state.step, axis=1),
+        ("batch", None))
+    hit_eos = jnp.any(tokens[:, None] == knobs.eos_ids[None, :], axis=-1)
+    return state._replace(
+        tokens=put(state.tokens, tokens), logprobs=put(state.logprobs, raw_lp),
+        sample_logprobs=put(state.sample_logprobs, sample_lp),
+        finished=state.finished | (live & hit_eos), lengths=state.lengths + live.astype(jnp.int32),
+        step=state.step + 1)
+
+
+def _slot_mask(state: DecodeState):
+    b, m = state.tokens.shape
+    return jnp.concatenate([state.prompt_mask, jnp.ones((b, m), state.prompt_mask.dtype)], axis=1)
+
+
+def _constrain_cache(k, v):
+    if isinstance(k, tuple):
+        return tuple(constrain(x, CACHE_AXES) for x in k), tuple(constrain(x, CACHE_AXES) for x in v)
+    return constrain(k, ("layers",) + CACHE_AXES), constrain(v, ("layers",) + CACHE_AXES)
+
+
+def prefill(graphdef, params, input_ids, prompt_mask, keys, active, knobs: Knobs, *, mode: Mode,
+            max_new: int, unrolled: bool = False, cache_dtype=None) -> DecodeState:
+    """Runs the prompt [B, P] through the model and samples the first token of every active row."""
+    model = nnx.merge(graphdef, params)
+    b, p = input_ids.shape
+    cache = model.init_cache(b, p + max_new, cache_dtype)
+    zeros = jnp.zeros((b, max_new), jnp.float32)
+    state = DecodeState(None, None, jnp.full((b, max_new), knobs.pad_id, jnp.int32), zeros, zeros, ~active,
+                        jnp.zeros((b,), jnp.int32), jnp.zeros((), jnp.int32), prompt_mask, keys)
+    out = model.forward(input_ids, _slot_mask(state), cache=L.KVCache(*_constrain_cache(cache.k, cache.v),
+                                                                        cache.end))
+    k, v = out.cache.k, out.cache.v
+    if unrolled:
+        k, v = tuple(k), tuple(v)  # per-layer buffers
+    k, v = _constrain_cache(k, v)
+    state = state._replace(cache_k=k, cache_v=v)
+    return _record(state, _lm_logits(model, out.hidden[:, -1]), knobs, mode)
+
+
+def _unrolled_forward(model, layer_params, k, v, tokens, positions, slot_mask, end):
+    """DecoderLM.forward for new tokens with per-layer weights and caches (see module docstring)."""
+    h = L.constrain_hidden(model.embed(tokens, positions, model.config.jnp_dtype))
+    block = model.make_block(positions)
+    visible = L.attention_mask_bias(tokens.shape[1], slot_mask, q_offset=end)
+    new_k, new_v = [], []
+    for p, k_i, v_i in zip(layer_params, k, v):
+        h, (k_i, v_i) = block(h, p, (k_i, v_i), visible, end)
+        new_k.append(k_i)
+        new_v.append(v_i)
+    return model.final_norm(h), tuple(new_k), tuple(new_v)
+
+
+def decode(graphdef, params, layer_params, state: DecodeState, stop_at, knobs: Knobs, *,
+           mode: Mode) -> DecodeState:
+    """Generates tokens until `state.step == stop_at` or every row has finished.
+
+    `layer_params` (from `split_layers`) selects the unrolled body; None selects the scanned one.
+    """
+    model = nnx.merge(graphdef, params)
+    prompt_len = state.prompt_mask.shape[1]
+    slot_mask = _slot_mask(state)
+    prompt_lens = jnp.sum(state.prompt_mask, axis=1)
+    stop_at = jnp.minimum(stop_at, state.tokens.shape[1])
+
+    def cond(s: DecodeState):
+        return (s.step < stop_at) & ~jnp.all(s.finished)
+
+    def body(s: DecodeState):
+        last = jax.lax.dynamic_slice_in_dim(s.tokens, s.step - 1, 1, axis=1)
+        positions = (prompt_lens + s.step - 1)[:, None]
+        end = prompt_len + s.step - 1
+        if layer_params is None:
+            out = model.forward(last, slot_mask, positions=positions,
+                                cache=L.KVCache(s.cache_k, s.cache_v, end))
+            h, k, v = out.hidden, out.cache.k, out.cache.v
+        else:
+            h, k, v = _unrolled_forward(model, layer_params, s.cache_k, s.cache_v, last, positions, slot_mask, end)
+        k, v = _constrain_cache(k, v)
+        s = s._replace(cache_k=k, cache_v=v)
+        return _record(s, _lm_logits(model, h[:, 0]), knobs, mode)
+
+    return jax.lax.while_loop(cond, body, state)

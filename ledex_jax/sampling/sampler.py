@@ -1,0 +1,297 @@
+"""`Sampler`: the host side of generation — tokenise, left-pad into a length bucket, run the
+compiled prefill + decode loop, watch for stop strings between chunks, return numpy results.
+
+Compilation: one prefill and one decode program per (batch, prompt bucket, max_new_tokens,
+static mode); `Mode` (greedy / top_k / whether top-p is on) is static, temperature, top_p, the
+EOS ids (padded to a fixed count) and the seed are traced. `Sampler.traces` counts traces, so
+tests can check that a second call with the same shapes compiles nothing.
+
+Randomness: row r of a run seeded s uses key fold_in(fold_in(key(s), r), step), where r is the
+prompt's index in the `generate` call (or `row_ids`), so a row's tokens do not depend on which
+other prompts share its batch, on batch padding, or on the mesh.
+
+Stop strings: the decode loop is run in chunks of `chunk_size` tokens; between chunks the host
+decodes live rows, marks rows whose completion contains a stop string as finished (they stop
+consuming compute once every row is done; the loop exits early), and the result is truncated
+(see `stop.py`). Without stop strings the whole generation is one device call.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ledex_jax.sampling import loop
+from ledex_jax.sampling.processors import Mode, row_keys
+from ledex_jax.sampling.stop import cut_tokens, first_stop
+from ledex_jax.sharding import DEFAULT_RULES, logical_to_spec, named_sharding, use_mesh
+
+MAX_EOS_IDS = 8
+
+
+@dataclasses.dataclass
+class SampleOutput:
+    """Per prompt, in input order. Columns past `lengths[i]` hold the pad id and 0 log-probs.
+
+    logprobs: log p(token) under the raw model at temperature 1, no top-k/top-p (what PPO's
+      ratio and KL need). sample_logprobs: under the distribution actually sampled from
+      (temperature, top-k, top-p applied; 0 for greedy).
+    stopped: the row ended on an EOS id or a stop string (False: it hit max_new_tokens).
+    """
+    tokens: np.ndarray           # [N, max_new_tokens] int32
+    logprobs: np.ndarray         # [N, max_new_tokens] float32
+    sample_logprobs: np.ndarray  # [N, max_new_tokens] float32
+    lengths: np.ndarray          # [N] int32, including a final EOS token
+    stopped: np.ndarray          # [N] bool
+    texts: list[str] | None      # decoded completions, cut before a stop string (needs a tokenizer)
+
+
+def default_buckets(max_prompt_len: int, smallest: int = 16) -> tuple[int, ...]:
+    """16, 24, 32, 48, 64, 96, ... (at most 50% padding, few programs) up to max_prompt_len."""
+    out, b = [], smallest
+    while b < max_prompt_len:
+        out += [b] + ([b * 3 // 2] if b * 3 // 2 < max_prompt_len else [])
+        b *= 2
+    return tuple(out) + (max_prompt_len,)
+
+
+def place_params(params, mesh, rules):
+    """Puts every parameter on `mesh` by its logical `axes` metadata (replicated if it has none)."""
+    def put(var):
+        value = var[...]
+        axes = getattr(var, "axes", None) or (None,) * value.ndim
+        return var.replace(jax.device_put(value, named_sharding(mesh, axes, rules, value.shape, "param")))
+    return jax.tree.map(put, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+class Sampler:
+    """Batched KV-cache sampling for a `DecoderLM`.
+
+    Args:
+      model: an NNX model (`build_model` / `load_pretrained`); its weights are captured at
+        construction (call `update_params(model)` after training steps).
+      tokenizer: optional; needed for string prompts, stop strings and `texts`. Anything with
+        `encode(text) -> ids` and `decode(ids, skip_special_tokens=...)` (HF tokenizers).
+      max_prompt_len: longest accepted prompt (tokens); prompts are left-padded to a bucket.
+      prompt_buckets: padded prompt lengths (default: `default_buckets(max_prompt_len)`).
+      max_batch: prompts per device call; longer lists run in groups of this size (the last group
+        padded, so all groups share one program). Default: the whole list in one group.
+      chunk_size: tokens per decode chunk when stop strings are given.
+      mesh, rules: run under this mesh with the batch sharded over the rules' `batch` axes.
+      unrolled: decode with a Python loop over layers and per-layer weights/caches (see
+        `loop.py`; keeps a second, per-layer copy of the weights). Default: on CPU only.
+    """
+
+    def __init__(self, model, tokenizer=None, *, max_prompt_len: int = 1024,
+                 prompt_buckets: Sequence[int] | None = None, max_batch: int | None = None,
+                 chunk_size: int = 32, pad_id: int | None = None, mesh=None, rules=DEFAULT_RULES,
+                 cache_dtype=None, unrolled: bool | None = None):
+        self.config = model.config
+        self.tokenizer = tokenizer
+        self.max_prompt_len = max_prompt_len
+        self.buckets = tuple(sorted(prompt_buckets or default_buckets(max_prompt_len)))
+        if self.buckets[-1] < max_prompt_len:
+            raise ValueError(f"prompt_buckets {self.buckets} must reach max_prompt_len={max_prompt_len}")
+        self.max_batch, self.chunk_size = max_batch, chunk_size
+        self.mesh, self.rules = mesh, tuple(rules)
+        if pad_id is None:
+            pad_id = getattr(tokenizer, "pad_token_id", None)
+        if pad_id is None:
+            pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        self.pad_id = int(pad_id)
+        self.unrolled = jax.default_backend() == "cpu" if unrolled is None else unrolled
+        self.traces = collections.Counter()
+        # graphdef is static (hashable); params and all arrays are traced; the decode state is donated.
+        self._split = jax.jit(self._counted("split_layers", lambda g, p: loop.split_layers(nnx.merge(g, p))),
+                              static_argnums=(0,))
+        self.prefill_fn = jax.jit(self._counted("prefill", loop.prefill), static_argnums=(0,),
+                                  static_argnames=("mode", "max_new", "unrolled", "cache_dtype"))
+        self.decode_fn = jax.jit(self._counted("decode", loop.decode), static_argnums=(0,),
+                                 static_argnames=("mode",), donate_argnums=(3,))
+        self.graphdef, self.params, self.layer_params = None, None, None
+        self.update_params(model)
+        self._prefill = functools.partial(self.prefill_fn, self.graphdef, unrolled=self.unrolled,
+                                          cache_dtype=cache_dtype)
+        self._decode = functools.partial(self.decode_fn, self.graphdef)
+        self._row_keys = jax.jit(self._counted("row_keys", row_keys))
+
+    # --- setup ---------------------------------------------------------------------------
+    def update_params(self, model):
+        """Takes the model's current weights (no recompilation: same structure, same shapes)."""
+        graphdef, params = nnx.split(model)
+        if self.graphdef is not None and graphdef != self.graphdef:
+            raise ValueError("update_params: the model's structure differs from the one this Sampler was built for")
+        if self.mesh is not None:
+            params = place_params(params, self.mesh, self.rules)
+        self.graphdef, self.params = graphdef, params
+        if self.unrolled:
+            with self._context():
+                self.layer_params = self._split(graphdef, params)
+
+    def _counted(self, name, fn):
+        @functools.wraps(fn)
+        def traced(*args, **kwargs):
+            self.traces[name] += 1  # runs once per trace, i.e. per compilation
+            return fn(*args, **kwargs)
+        return traced
+
+    def _context(self):
+        return use_mesh(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext()
+
+    @property
+    def batch_shards(self) -> int:
+        """How many ways the batch is split (the group size is padded to a multiple of it)."""
+        if self.mesh is None:
+            return 1
+        spec = logical_to_spec(("batch",), self.rules, self.mesh)[0]
+        axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
+        return math.prod(self.mesh.shape[a] for a in axes)
+
+    def _put(self, x):
+        x = np.asarray(x)
+        if self.mesh is None:
+            return jnp.asarray(x)
+        axes = ("batch",) + (None,) * (x.ndim - 1)
+        return jax.device_put(x, named_sharding(self.mesh, axes, self.rules, x.shape, "sampler input"))
+
+    # --- prompts -------------------------------------------------------------------------
+    def encode(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("string prompts need a tokenizer: Sampler(model, tokenizer=...)")
+            return list(self.tokenizer.encode(prompt))
+        return [int(t) for t in prompt]
+
+    def decode_text(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def bucket(self, length: int) -> int:
+        for b in self.buckets:
+            if b >= length:
+                return b
+        raise ValueError(f"prompt of {length} tokens exceeds max_prompt_len={self.max_prompt_len}; "
+                         "raise Sampler(max_prompt_len=...) or shorten the prompt")
+
+    def _eos(self, eos_ids) -> list[int]:
+        if eos_ids is None:  # default: the model's and the tokenizer's EOS
+            eos_ids = [self.config.eos_token_id, getattr(self.tokenizer, "eos_token_id", None)]
+            eos_ids = [e for x in eos_ids for e in (x if isinstance(x, (list, tuple)) else [x]) if e is not None]
+        eos_ids = sorted({int(e) for e in eos_ids})
+        if len(eos_ids) > MAX_EOS_IDS:
+            raise ValueError(f"at most {MAX_EOS_IDS} eos_ids are supported, got {len(eos_ids)}")
+        return eos_ids
+
+    # --- generation ----------------------------------------------------------------------
+    def generate(self, prompts, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                 top_k: int = 0, greedy: bool = False, eos_ids: Sequence[int] | None = None,
+                 stop: Sequence[str] | None = None, seed: int = 0,
+                 row_ids: Sequence[int] | None = None, progress: bool = False) -> SampleOutput:
+        """Samples up to `max_new_tokens` per prompt (token-id lists or strings).
+
+        temperature=0 means greedy. eos_ids=None uses the model's/tokenizer's EOS; [] disables
+        EOS. `row_ids` (default 0..N-1) pick each row's random stream. progress=True shows a
+        tqdm bar of finished prompts (the loop then runs in chunks; results are unchanged).
+        """
+        ids = [self.encode(p) for p in prompts]
+        stop = [s for s in (stop or []) if s]
+        self._validate(ids, max_new_tokens, temperature, top_p, top_k, stop)
+        greedy = greedy or temperature == 0
+        mode = Mode(greedy=True) if greedy else Mode(top_k=int(top_k), use_top_p=top_p < 1.0)
+        eos = self._eos(eos_ids)
+        knobs = loop.Knobs(jnp.float32(temperature if not greedy else 1.0), jnp.float32(top_p),
+                           jnp.asarray(eos + [-1] * (MAX_EOS_IDS - len(eos)), jnp.int32), jnp.int32(self.pad_id))
+        rows = np.arange(len(ids)) if row_ids is None else np.asarray(row_ids)
+        group = self.max_batch or len(ids)
+        group = -(-group // self.batch_shards) * self.batch_shards
+        bar = _progress_bar(len(ids), progress)
+        parts = [self._run_group(ids[i:i + group], rows[i:i + group], group, max_new_tokens, mode, knobs,
+                                 seed, stop, bar) for i in range(0, len(ids), group)]
+        bar.close()
+        tokens, raw, sampled, lengths = (np.concatenate([p[j] for p in parts]) for j in range(4))
+        return self._finish(tokens, raw, sampled, lengths, eos, stop)
+
+    def _validate(self, ids, max_new_tokens, temperature, top_p, top_k, stop):
+        if not ids:
+            raise ValueError("generate: no prompts given")
+        for i, seq in enumerate(ids):
+            if not seq:
+                raise ValueError(f"prompt {i} is empty; give at least one token (e.g. BOS)")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+        if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+            raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}")
+        if stop and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer: Sampler(model, tokenizer=...)")
+        longest = max(map(len, ids)) + max_new_tokens
+        if longest > self.config.max_position_embeddings:
+            raise ValueError(f"prompt + max_new_tokens = {longest} exceeds the model's max_position_embeddings="
+                             f"{self.config.max_position_embeddings}; lower max_new_tokens or shorten prompts")
+
+    def _run_group(self, ids, rows, group, max_new, mode, knobs, seed, stop, bar):
+        n, p = len(ids), self.bucket(max(map(len, ids)))
+        input_ids = np.full((group, p), self.pad_id, np.int32)
+        mask = np.zeros((group, p), np.int32)
+        for i, seq in enumerate(ids):
+            input_ids[i, p - len(seq):], mask[i, p - len(seq):] = seq, 1
+        row_ids = np.zeros(group, np.int32)
+        row_ids[:n] = rows
+        with self._context():
+            keys = self._put(np.asarray(self._row_keys(jnp.int32(seed), jnp.asarray(row_ids))))
+            state = self._prefill(self.params, self._put(input_ids), self._put(mask), keys,
+                                  self._put(np.arange(group) < n), knobs, mode=mode, max_new=max_new)
+            chunked, done = bool(stop) or not bar.disable, 0
+            while True:
+                if stop:
+                    state = self._mark_stopped(state, stop)
+                finished = np.asarray(state.finished)
+                if chunked:
+                    bar.update(int(finished[:n].sum()) - done)
+                    done = int(finished[:n].sum())
+                if int(state.step) >= max_new or finished.all():
+                    break
+                stop_at = min(int(state.step) + self.chunk_size, max_new) if chunked else max_new
+                state = self._decode(self.params, self.layer_params, state, jnp.int32(stop_at), knobs, mode=mode)
+        bar.update(n - done)
+        return tuple(np.asarray(x)[:n] for x in (state.tokens, state.logprobs, state.sample_logprobs,
+                                                  state.lengths))
+
+    def _mark_stopped(self, state, stop):
+        finished, lengths = np.asarray(state.finished), np.asarray(state.lengths)
+        tokens = np.asarray(state.tokens)
+        hit = np.array([not f and first_stop(self.decode_text(t[:n]), stop) >= 0
+                        for f, t, n in zip(finished, tokens, lengths)])
+        if not hit.any():
+            return state
+        return state._replace(finished=jax.device_put(finished | hit, state.finished.sharding))
+
+    def _finish(self, tokens, raw, sampled, lengths, eos, stop) -> SampleOutput:
+        lengths = lengths.astype(np.int32).copy()
+        stopped = np.array([n > 0 and int(t[n - 1]) in eos for t, n in zip(tokens, lengths)], bool)
+        texts = None
+        if self.tokenizer is not None:
+            texts = []
+            for i in range(len(tokens)):
+                if stop and not stopped[i]:
+                    cut = cut_tokens(tokens[i, :lengths[i]].tolist(), stop, self.decode_text)
+                    stopped[i] = cut < lengths[i] or first_stop(self.decode_text(tokens[i, :cut]), stop) >= 0
+                    lengths[i] = cut
+                text = self.decode_text(tokens[i, :lengths[i]])
+                at = first_stop(text, stop) if stop else -1
+                texts.append(text if at < 0 else text[:at])
+        past = np.arange(tokens.shape[1])[None, :] >= lengths[:, None]
+        tokens = np.where(past, self.pad_id, tokens).astype(np.int32)
+        raw, sampled = np.where(past, 0.0, raw).astype(np.float32), np.where(past, 0.0, sampled).astype(np.float32)
+        return SampleOutput(tokens, raw, sampled, lengths, stopped, texts)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="sampling", unit="prompt", disable=not enabled)
