@@ -140,3 +140,24 @@ def test_all_399_references_pass_base_and_plus(shared_data, tmp_path, pool):
     assert failing == []
     dropped = {p.task_id for p in problems if p.metadata["dropped_inputs"]}
     assert dropped <= {"Mbpp/255"}  # five outputs too large to leave the sandbox
+
+
+def test_a_reference_failing_every_input_is_an_error(tmp_path, subset_file):
+    record = json.loads(subset_file.read_text().splitlines()[0])
+    record["canonical_solution"] = f"\ndef {record['entry_point']}(*args):\n    raise ValueError\n"
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(BenchmarkDataError, match="fails on every base input.*ValueError"):
+        load_mbppplus(path, cache_dir=tmp_path)
+
+
+def test_timeouts_are_not_cached(tmp_path, subset_file, monkeypatch):
+    record = json.loads(subset_file.read_text().splitlines()[0])
+    record["base_input"], record["plus_input"] = record["base_input"][:1], []
+    record["canonical_solution"] += "\nimport time\ntime.sleep(2)\n"  # slow load: every call times out
+    path = tmp_path / "slow.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    monkeypatch.setattr(reference_outputs_mod, "REFERENCE_PER_TEST_TIMEOUT", 0.5)
+    with pytest.raises(BenchmarkDataError, match="fails on every base input.*timeout"):
+        load_mbppplus(path, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())

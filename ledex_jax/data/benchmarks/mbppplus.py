@@ -9,7 +9,7 @@ task (``mbppplus_inputs``), exact equality with floats within ``atol`` (``TestCa
 applies EvalPlus's 1e-6 for float outputs when atol is 0), the ``are_equivalent``/``sum_div``
 oracles, and for the three regex tasks whose outputs are match objects, "returned something"
 (``MBPP_OUTPUT_NOT_NONE_TASKS``). Time limits are EvalPlus's: per input max(1 s, 4 x the
-reference's time). Inputs on which the reference itself fails are dropped with a warning: they
+reference's time), per suite at most 60 s + 1 s. Inputs on which the reference itself fails are dropped with a warning: they
 cannot tell right from wrong.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ RECIPE = "mbppplus/typed-inputs+not-none-adapter/1"  # bump when inputs or adapt
 ACCEPT_CONSTANT = {"are_equivalent": True, "sum_div": 0}
 # Outputs are re.Match objects, which cannot leave the sandbox: judge "is not None" instead.
 NOT_NONE_TASKS = ("check_str", "text_match_three", "text_starta_endb")
-MIN_TIME_LIMIT, TIME_LIMIT_FACTOR = 1.0, 4.0  # EvalPlus's defaults
+MIN_TIME_LIMIT, TIME_LIMIT_FACTOR, SUITE_TIME_CAP = 1.0, 4.0, 60.0  # EvalPlus's defaults
 WHAT = "MBPP+"
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _reference_task(record: dict, where: str) -> ReferenceTask:
 
 def _problem(record: dict, task: ReferenceTask, refs) -> Problem:
     atol = float(record["atol"] or 0)
-    tests, suites, limits = [], {}, []
+    tests, suites, limits, timeout = [], {}, [], 0.0
     for suite in SUITES:
         start = len(tests)
         failed = refs.failures[suite]
@@ -96,11 +96,16 @@ def _problem(record: dict, task: ReferenceTask, refs) -> Problem:
                 tests.append(TestCase.call(task.entry_point, args, expected=expected, atol=atol))
                 limits.append(max(MIN_TIME_LIMIT, TIME_LIMIT_FACTOR * refs.durations[suite][i]))
         suites[suite] = (start, len(tests))
+        timeout += min(SUITE_TIME_CAP, sum(limits[start:])) + 1.0
+        if task.inputs[suite] and start == len(tests):
+            raise BenchmarkDataError(
+                f"{WHAT}: {task.task_id}: the reference fails on every {suite} input (first: "
+                f"{next(iter(failed.values()))}); nothing could judge a solution to it")
     dropped = {s: sorted(f) for s, f in refs.failures.items() if f}
     if dropped:
-        log.warning("%s %s: the reference fails on inputs %s (%s); those inputs are dropped",
-                    WHAT, task.task_id, dropped,
-                    next(iter(next(f for f in refs.failures.values() if f).values())))
+        first = next(m for f in refs.failures.values() for m in f.values())
+        log.warning("%s %s: the reference fails on inputs %s (first: %s); those inputs are "
+                    "dropped", WHAT, task.task_id, dropped, first)
     assertions = [line for line in record.get("assertion", "").splitlines() if line.strip()]
     metadata = {"dropped_inputs": dropped, "time_limits": tuple(limits),
                 "per_test_time_limit": max(limits, default=MIN_TIME_LIMIT)}
@@ -118,6 +123,6 @@ def _problem(record: dict, task: ReferenceTask, refs) -> Problem:
         examples=tuple(assertions[:1]),
         completion_prefix=record["prompt"],
         suites=suites,
-        timeout=sum(limits) + 1.0,
+        timeout=timeout,
         metadata=metadata,
     )

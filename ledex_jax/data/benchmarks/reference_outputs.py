@@ -3,7 +3,8 @@
 EvalPlus ships inputs but not outputs: the outputs are what the canonical solution returns.
 They are computed through the execution pool (``TestCase.call(..., expected=NO_EXPECTED)``)
 and stored as JSON in the pool's tagged value encoding (so tuples, sets and big ints survive),
-in a file named by the data file's sha256 and the Python version (outputs can differ between
+with each call's duration (time limits derive from it), in a file named by a hash of the data
+file's sha256, the loader's recipe and the Python version (outputs can differ between
 versions). Writes are atomic and never replace an existing file: a cache file that does not
 match is reported, not overwritten.
 """
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 # Generous limits: a slow reference must finish here, since its time sets the candidates' limits.
 REFERENCE_PER_TEST_TIMEOUT = 60.0
 REFERENCE_PROGRAM_TIMEOUT = 1800.0
+TRANSIENT = ("timeout", "not run")  # failure messages that say nothing about the reference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,12 @@ def reference_outputs(tasks: Sequence[ReferenceTask], *, name: str, source_sha25
     with ExecutionPool(workers=workers, per_test_timeout=REFERENCE_PER_TEST_TIMEOUT,
                        program_timeout=REFERENCE_PROGRAM_TIMEOUT, cache_size=0) as pool:
         computed = _compute(tasks, pool)
+    transient = sorted(t for t, r in computed.items()
+                       if any(m.startswith(TRANSIENT) for f in r.failures.values() for m in f.values()))
+    if transient:  # a loaded machine or a dying worker must not be remembered as the data's fault
+        log.warning("not caching reference outputs: references of %s timed out or did not run",
+                    ", ".join(transient))
+        return computed
     _write_new(path, {"format": FORMAT, "key": key, "source_sha256": source_sha256,
                       "recipe": recipe, "python": platform.python_version(),
                       "tasks": {t: _to_json(r) for t, r in computed.items()}})
