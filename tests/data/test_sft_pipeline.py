@@ -174,7 +174,6 @@ def test_host_shards_are_disjoint_and_cover_the_data(tok, demo):
 
 
 def test_rates_set_the_mix_when_repeating(tok):
-    ids = example_ids(tok, data_cfg={"format_rates": {"refine": 3.0, "codegen": 1.0}}, seed=1)[:0]
     ds, _ = sft_examples({"format_rates": {"refine": 3.0, "codegen": 1.0}}, tok, seq_len=4096, keep_ids=True)
     ids = [x["id"].decode() for x in ds.take(400).as_numpy_iterator()]
     formats = Counter(i.rsplit("/", 1)[1] for i in ids)
