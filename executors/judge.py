@@ -30,7 +30,7 @@ def _judge(plan, raw, limits):
     if "timeout" in raw:
         which = raw["timeout"]
         if which == "load":
-            return TestResult("timeout", f"Timed out after {limits.per_test_timeout:g} s while "
+            return TestResult("timeout", f"Timed out after {limits.load_timeout:g} s while "
                                          "loading the program")
         if which == "program":
             return TestResult("timeout", "Program time limit exceeded before this test ran")

@@ -7,7 +7,8 @@ import math
 import resource
 
 _FIELDS = (
-    ("per_test_timeout", 3.0),     # seconds of wall time for one test (and for loading the code)
+    ("per_test_timeout", 3.0),     # seconds of wall time for one test
+    ("load_timeout", 10.0),        # seconds to run the program's top level (imports, definitions)
     ("program_timeout", 60.0),     # cap on one program's wall time, all tests and restarts
     ("memory_mb", 2048),           # address space per process
     ("file_size_mb", 16),          # largest file a program may write (also captured stdout)

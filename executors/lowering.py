@@ -8,6 +8,7 @@ result passed through `values.guard`, and is marked judged_by="child".
 import ast
 import dataclasses
 import functools
+import re
 from typing import Any, List, Optional
 
 from executors import safe_eval, values
@@ -161,19 +162,14 @@ def plan(test: TestCase, shadowed=frozenset()) -> Plan:
                 _stdio_text(test.stdin, test.expected_stdout))
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 @functools.lru_cache(maxsize=8192)
 def names_used(source):
-    """Every name a test's source mentions."""
-    tree, _ = _parse(source)
-    if tree is None:
-        return frozenset()
-    names = set()
-    for n in ast.walk(tree):
-        if isinstance(n, ast.Name):
-            names.add(n.id)
-        elif isinstance(n, ast.arg):
-            names.add(n.arg)
-    return frozenset(names)
+    """Every identifier in a test's source (a superset of its names: enough to know which of
+    the program's own names can matter to it)."""
+    return frozenset(_IDENTIFIER.findall(source))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -201,8 +197,16 @@ def _guard_hole(node):
     return guard_calls(node, wrap_top=False)
 
 
-def _split_assert(stmt, rename, shadowed):
-    return safe_eval.split(stmt.test, rename=rename, shadowed=shadowed, hole_transform=_guard_hole)
+def _split_assert(stmt, shadowed, source):
+    return safe_eval.split(stmt.test, shadowed=shadowed, hole_transform=_guard_hole, source=source)
+
+
+def _segment(source, node):
+    """The source text of `node` (None when it spans lines inside a block: not standalone)."""
+    text = source.segment(node)
+    if text is None or ("\n" in text and node.col_offset):
+        return None
+    return text
 
 
 def _plan_assertion(test, shadowed):
@@ -214,7 +218,7 @@ def _plan_assertion(test, shadowed):
         return _invalid(test, text, "the test is empty")
     if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
         try:
-            split = _split_assert(tree.body[0], {}, shadowed)
+            split = _split_assert(tree.body[0], shadowed, safe_eval.SourceText(test.source))
         except safe_eval.NotLowerable:
             pass
         else:
@@ -232,26 +236,31 @@ def _plan_check(test, shadowed):
     checks = [s for s in tree.body if isinstance(s, ast.FunctionDef) and s.name == "check"]
     if not checks:
         return _invalid(test, text, "the test code defines no check(candidate)")
-    lowered = _lower_check(tree, checks[-1], test.entry_point, shadowed)
+    lowered = _lower_check(tree, checks[-1], test.entry_point, shadowed,
+                           safe_eval.SourceText(test.source))
     if lowered is not None:
-        pre, split_checks = lowered
+        pre, param, split_checks = lowered
         exprs = [h for c in split_checks for h in c.split.holes]
-        return Plan(test, {"kind": "exprs", "pre": pre, "exprs": exprs}, "parent", text,
-                    split_checks)
+        return Plan(test, {"kind": "exprs", "pre": pre, "exprs": exprs,
+                           "bind": [param, test.entry_point]}, "parent", text, split_checks)
     src, wrapped = guarded_test_source(tree, returns="check")
     return Plan(test, {"kind": "check", "src": src, "wrapped": wrapped,
                        "entry": test.entry_point}, "child", text)
 
 
-def _lower_check(tree, check_def, entry, shadowed):
-    """(preamble source, checks) when check's body is only asserts the parent can judge."""
+def _lower_check(tree, check_def, entry, shadowed, source):
+    """(preamble source, check's parameter, checks) when check's body is only asserts the parent
+    can judge. The child evaluates the asserts' holes with the parameter bound to `entry`."""
     args = check_def.args
     if len(args.args) != 1 or args.vararg or args.kwarg or args.kwonlyargs or check_def.decorator_list:
         return None
     param = args.args[0].arg
+    if param.startswith("__") or param == entry:
+        return None
     pre = [s for s in tree.body if s is not check_def]
     checks = []
     offset = 0
+    calls = re.compile(rf"\b{re.escape(param)}(?=\s*\()")
     for stmt in check_def.body:
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             pre.append(stmt)
@@ -259,11 +268,15 @@ def _lower_check(tree, check_def, entry, shadowed):
             continue
         elif isinstance(stmt, ast.Assert):
             try:
-                split = _split_assert(stmt, {param: entry}, set(shadowed) | {param})
+                split = _split_assert(stmt, set(shadowed) | {param}, source)
             except safe_eval.NotLowerable:
                 return None
-            shown = _Rename(param, entry).visit(safe_eval.copy_tree(stmt.test))
-            checks.append(Check(ast.unparse(ast.Assert(shown, None)), split, offset))
+            shown = _segment(source, stmt.test)
+            if shown is None:
+                shown = ast.unparse(_Rename(param, entry).visit(safe_eval.copy_tree(stmt.test)))
+            else:
+                shown = calls.sub(entry, shown)
+            checks.append(Check(f"assert {shown}", split, offset))
             offset += len(split.holes)
         else:
             return None
@@ -271,7 +284,10 @@ def _lower_check(tree, check_def, entry, shadowed):
         return None
     if any(_mentions(s, param) for s in pre):
         return None
-    return ast.unparse(ast.Module(body=pre, type_ignores=[])), checks
+    parts = [_segment(source, s) for s in pre]
+    if any(p is None for p in parts):
+        return ast.unparse(ast.Module(body=pre, type_ignores=[])), param, checks
+    return "\n".join(parts), param, checks
 
 
 class _Rename(ast.NodeTransformer):

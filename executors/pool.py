@@ -34,8 +34,8 @@ class ExecutionPool:
 
     Args:
       workers: number of worker processes (default: CPU count).
-      per_test_timeout, program_timeout, memory_mb, file_size_mb, max_open_files,
-        max_processes, max_output_bytes: see `executors.limits.Limits`.
+      per_test_timeout, load_timeout, program_timeout, memory_mb, file_size_mb,
+        max_open_files, max_processes, max_output_bytes: see `executors.limits.Limits`.
       sandbox: "auto" (bubblewrap if it works here, else warn once and run without namespaces),
         "bwrap" (raise if unavailable) or "none".
       cache_size: in-memory LRU entries (0 disables); cache_dir: optional on-disk cache.
@@ -44,12 +44,14 @@ class ExecutionPool:
     """
 
     def __init__(self, workers=None, per_test_timeout=3.0, memory_mb=2048, program_timeout=60.0,
+                 load_timeout=10.0,
                  sandbox="auto", cache_size=10_000, cache_dir=None, file_size_mb=16,
                  max_open_files=256, max_processes=128, max_output_bytes=1 << 20,
                  python=None, max_jobs_per_worker=2000, tmp_mb=64, start_timeout=60.0):
         if per_test_timeout <= 0 or program_timeout <= 0:
             raise ValueError("timeouts must be positive")
         self.limits = Limits(per_test_timeout=float(per_test_timeout),
+                             load_timeout=float(load_timeout),
                              program_timeout=float(program_timeout), memory_mb=int(memory_mb),
                              file_size_mb=int(file_size_mb), max_open_files=int(max_open_files),
                              max_processes=int(max_processes),

@@ -9,6 +9,7 @@ them, and the verdict never depends on an object the program made.
 """
 import ast
 import builtins
+import re
 import math
 import operator
 
@@ -72,15 +73,17 @@ class Split:
         self.main_hole = main_hole  # index of the hole shown as "actual output", or None
 
 
-def split(expr, rename=None, shadowed=(), hole_transform=None):
+def split(expr, rename=None, shadowed=(), hole_transform=None, source=None):
     """Split an expression AST (not mutated).
 
     `rename` maps names inside holes (candidate -> the entry point); `shadowed` are names the
     program defines itself, which therefore never mean the builtin of the same name;
-    `hole_transform` rewrites each hole's (copied) AST before it becomes source.
+    `hole_transform` rewrites each hole's (copied) AST before it becomes source, where the hole
+    calls something inside it. With the `source` (a SourceText of what the AST was parsed
+    from), a hole that needs no rewriting is cut from it verbatim (cheaper than unparsing).
     """
     holes = []
-    splitter = _Splitter(holes, rename or {}, frozenset(shadowed), hole_transform)
+    splitter = _Splitter(holes, rename or {}, frozenset(shadowed), hole_transform, source)
     node = splitter.visit_top(expr)
     main = None
     if isinstance(node, ast.Compare):
@@ -95,11 +98,12 @@ def split(expr, rename=None, shadowed=(), hole_transform=None):
 
 
 class _Splitter:
-    def __init__(self, holes, rename, shadowed, hole_transform):
+    def __init__(self, holes, rename, shadowed, hole_transform, source):
         self.holes = holes
         self.rename = rename
         self.shadowed = shadowed
         self.hole_transform = hole_transform
+        self.source = source
 
     def safe_name(self, name):
         return (name in SAFE_FUNCS or name in SAFE_MODULES) and name not in self.shadowed \
@@ -135,6 +139,12 @@ class _Splitter:
         return self.visit(node)
 
     def make_hole(self, node):
+        if self.source is not None and not self.rename and not any(
+                isinstance(n, ast.Call) for n in ast.walk(node) if n is not node):
+            text = self.source.segment(node)
+            if text is not None:
+                self.holes.append(text)
+                return ast.Name(id=f"{HOLE_PREFIX}{len(self.holes) - 1}__", ctx=ast.Load())
         if self.rename or self.hole_transform:
             node = copy_tree(node)
         if self.rename:
@@ -200,6 +210,29 @@ class _Renamer(ast.NodeTransformer):
         if node.id in self.mapping:
             return ast.copy_location(ast.Name(id=self.mapping[node.id], ctx=node.ctx), node)
         return node
+
+
+class SourceText:
+    """Source segments by AST position (ast.get_source_segment re-splits the whole text on
+    every call, which dominated planning a HumanEval check)."""
+
+    _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
+
+    def __init__(self, text):
+        self.lines = [line.encode("utf-8") for line in self._LINES.findall(text)]
+
+    def segment(self, node):
+        try:
+            first, last = node.lineno - 1, node.end_lineno - 1
+            col, end_col = node.col_offset, node.end_col_offset
+        except AttributeError:
+            return None
+        if None in (first, last, col, end_col) or last >= len(self.lines):
+            return None
+        if first == last:
+            return self.lines[first][col:end_col].decode("utf-8")
+        parts = [self.lines[first][col:], *self.lines[first + 1:last], self.lines[last][:end_col]]
+        return b"".join(parts).decode("utf-8")
 
 
 def copy_tree(node):

@@ -14,6 +14,7 @@ Stdlib only (never JAX/numpy): the child it forks inherits its whole address spa
 import argparse
 import collections
 import errno
+import gc
 import os
 import select
 import shutil
@@ -273,7 +274,7 @@ class Worker:
         n = len(results)
         t_load = time.monotonic()
         try:
-            frame = child.reader.read(min(t_load + lim.per_test_timeout, deadline))
+            frame = child.reader.read(min(t_load + lim.load_timeout, deadline))
             if frame.get("t") != "load":
                 raise protocol.ChannelError("unexpected frame")
         except protocol.Timeout:
@@ -453,6 +454,8 @@ def main(argv=None):
         except ImportError:
             pass
     worker = Worker(args.mode)
+    gc.collect()
+    gc.freeze()  # children's collections then skip (and do not copy-on-write) our objects
     reader = protocol.FrameReader(ctrl_in)
     protocol.write_all(ctrl_out, protocol.encode_frame(
         {"ready": True, "pid1": worker.pid1, "uid": os.getuid()}))

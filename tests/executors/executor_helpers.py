@@ -3,8 +3,8 @@ import os
 
 from executors import Program, TestCase
 
-POOL_KW = dict(workers=2, per_test_timeout=2.0, program_timeout=20.0, memory_mb=512,
-               cache_size=0, max_processes=64)
+POOL_KW = dict(workers=2, per_test_timeout=2.0, load_timeout=4.0, program_timeout=20.0,
+               memory_mb=512, cache_size=0, max_processes=64)
 
 
 def descendants(pid):

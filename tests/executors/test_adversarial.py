@@ -60,6 +60,12 @@ CASES = {
             while True:
                 pass
         """, [A("assert f(1) == 2")], ("timeout",)),
+    "infinite_loop_at_import": ("""
+        while True:
+            pass
+        def f(x):
+            return 2
+        """, [A("assert f(1) == 2"), A("assert f(2) == 2")], ("timeout",)),
     "loop_ignoring_alarms": ("""
         import signal
         for sig in (signal.SIGALRM, signal.SIGINT, signal.SIGTERM, signal.SIGXCPU):
