@@ -1,45 +1,17 @@
-"""The shipped demo SFT data is real: every wrong solution fails with exactly the feedback its
-records quote, every fix passes all of its problem's tests (each program runs in a subprocess)."""
+"""The shipped demo SFT data is real: run in the sandboxed execution pool (a subprocess per program,
+with time limits), every wrong solution fails with exactly the feedback its records quote and every
+fix passes all of its problem's tests; the file is what the generator writes."""
 import importlib.util
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from executors import ExecutionPool, Program, TestCase
 from ledex_jax.data import records as R
 
 DEMO = Path(R.__file__).parent / "demo"
-
-# Runs in a fresh interpreter: exec the program, then each `assert CALL == EXPECTED`, reporting the
-# first failure as the demo's feedback does ("# Actual output: repr" or "# Error: Type: message").
-HARNESS = r"""
-import ast, json, sys
-job = json.loads(sys.stdin.read())
-ns = {}
-exec(job["code"], ns)
-for test in job["tests"]:
-    cmp = ast.parse(test).body[0].test
-    call, expected = ast.unparse(cmp.left), ast.unparse(cmp.comparators[0])
-    try:
-        actual = eval(call, ns)
-    except Exception as e:
-        print(json.dumps({"test": test, "line": f"# Error: {type(e).__name__}: {e}"}))
-        break
-    if actual != eval(expected, ns):
-        print(json.dumps({"test": test, "line": f"# Actual output: {actual!r}"}))
-        break
-else:
-    print(json.dumps({"passed": True}))
-"""
-
-
-def run(code: str, tests: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-I", "-c", HARNESS], input=json.dumps({"code": code, "tests": tests}),
-                         capture_output=True, text=True, timeout=20, check=True)
-    return json.loads(out.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +22,14 @@ def demo():
         row = json.loads(line)
         problems[row["source"]] = row
     return records, problems
+
+
+@pytest.fixture(scope="module")
+def generator():
+    spec = importlib.util.spec_from_file_location("make_sft_demo", DEMO / "make_sft_demo.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    return gen
 
 
 def test_demo_has_three_formats_per_problem(demo):
@@ -65,23 +45,32 @@ def test_demo_has_three_formats_per_problem(demo):
 
 def test_wrong_solutions_fail_with_their_feedback_and_fixes_pass(demo):
     records, problems = demo
-    refine = [r for r in records if r.format != "codegen"]
-    for r in refine:
-        tests = problems[r.source]["tests"]
-        header, test, line = r.feedback.split("\n")
-        assert header == "The code above fails the given unit test:"
-        assert run(r.wrong_code, tests) == {"test": test, "line": line}, r.id
-    for source in problems:
-        fixes = {r.refined_code for r in records if r.source == source}
-        assert len(fixes) == 1
-        assert run(fixes.pop(), problems[source]["tests"]) == {"passed": True}, source
+    programs, expect = [], {}
+    for r in records:
+        tests = [TestCase.assertion(t) for t in problems[r.source]["tests"]]
+        if r.format != "codegen":
+            programs.append(Program(f"{r.id}/wrong", r.wrong_code, tests))
+            expect[f"{r.id}/wrong"] = r.feedback
+        programs.append(Program(f"{r.id}/fixed", r.refined_code, tests))
+    with ExecutionPool(workers=2, per_test_timeout=5.0) as pool:
+        results = {res.id: res for res in pool.run(programs)}
+    for pid, res in results.items():
+        if pid.endswith("/wrong"):
+            assert not res.passed and res.feedback == expect[pid], pid
+        else:
+            assert res.passed, (pid, res.feedback)
+    kinds = Counter(fb.split("\n")[2].split(":")[0] for fb in expect.values())
+    assert kinds["# Actual output"] > 20 and kinds["# Error"] >= 4  # wrong values and exceptions
 
 
-def test_demo_file_is_what_the_generator_writes(demo, tmp_path):
-    spec = importlib.util.spec_from_file_location("make_sft_demo", DEMO / "make_sft_demo.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    expected = [R.validate_record(r) for i, p in enumerate(gen.PROBLEMS) for r in gen.records(p, i)]
-    assert R.read_sft_jsonl(DEMO / "sft_demo.jsonl") == expected
+def test_demo_files_are_what_the_generator_writes(demo, generator):
+    records, problems = demo
+    feedback = {r.source: r.feedback for r in records if r.format == "refine"}
+    expected = []
+    for i, p in enumerate(generator.PROBLEMS):
+        source = generator.problem_row(p, i)["source"]
+        assert feedback[source].startswith(generator.expected_line(p)), source  # the author's reading
+        expected += [R.validate_record(r) for r in generator.records(p, i, feedback[source])]
+    assert records == expected
     rows = [json.loads(x) for x in (DEMO / "sft_demo_problems.jsonl").read_text().splitlines()]
-    assert rows == [gen.problem_row(p, i) for i, p in enumerate(gen.PROBLEMS)]
+    assert rows == [generator.problem_row(p, i) for i, p in enumerate(generator.PROBLEMS)]

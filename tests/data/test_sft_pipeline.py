@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
+from flax import nnx
 
 from ledex_jax.data import prompts as P
 from ledex_jax.data.records import read_sft_jsonl
@@ -112,26 +113,32 @@ def test_batches_mask_exactly_the_answers(tok, demo, style):
     assert zero_in_answer  # id 0 is a real token (newline) inside answers, not padding
 
 
-def token_losses(model, batch):
-    out = model.forward(jnp.asarray(batch["inputs"]), jnp.asarray(batch["segment_ids"] > 0, jnp.int32),
-                        positions=jnp.asarray(batch["positions"]), segment_ids=jnp.asarray(batch["segment_ids"]))
+@nnx.jit
+def token_nll(model, inputs, targets, segment_ids, positions):
+    out = model.forward(inputs, (segment_ids > 0).astype(jnp.int32), positions=positions, segment_ids=segment_ids)
     logp = jax.nn.log_softmax(out.logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, jnp.asarray(batch["targets"])[..., None], axis=-1)[..., 0]
-    return np.asarray(nll * batch["loss_mask"])
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def token_losses(model, batch):
+    nll = token_nll(model, *(jnp.asarray(batch[k]) for k in ("inputs", "targets", "segment_ids", "positions")))
+    return np.asarray(nll) * batch["loss_mask"]
 
 
 @pytest.mark.parametrize("preset", ["tiny_llama", "tiny_gpt_bigcode"])
 def test_packed_batches_give_the_same_losses(tok, preset):
-    model = build_model(get_preset(preset, vocab_size=len(tok), max_position_embeddings=SEQ))
+    seq = 256  # short rows and the shorter formats keep the CPU forward passes cheap
+    model = build_model(get_preset(preset, vocab_size=len(tok), max_position_embeddings=seq))
+    cfg = dict(ONE_PASS, format_rates={"codegen": 1.0, "refine": 1.0})
     per_example = {}
     for pack in (True, False):
         losses = []
-        for b in make_sft_dataset(dict(ONE_PASS, pack=pack), tok, batch_size=8, seq_len=SEQ):
+        for b in make_sft_dataset(dict(cfg, pack=pack), tok, batch_size=8, seq_len=seq):
             nll = token_losses(model, b)
             losses += [nll[r, idx][b["loss_mask"][r, idx] > 0] for r, _, idx in segments(b)]
         per_example[pack] = losses
     packed, unpacked = per_example[True], per_example[False]
-    assert len(packed) == len(unpacked) > 100
+    assert len(packed) == len(unpacked) > 50
     for a, u in zip(packed, unpacked):
         np.testing.assert_allclose(a, u, atol=1e-5)
     total_p, total_u = sum(x.sum(dtype=np.float64) for x in packed), sum(x.sum(dtype=np.float64) for x in unpacked)

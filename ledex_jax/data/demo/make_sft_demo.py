@@ -1,7 +1,8 @@
 """Writes sft_demo.jsonl: small Python problems, each with a plausible wrong solution, the execution
-feedback it really gets, an explanation of the bug and a fix, as codegen / refine / explain_refine
-SFT records; and sft_demo_problems.jsonl: each problem's tests (for test-based rewards and checks),
-keyed by the records' "source". tests/data/test_sft_demo.py runs every wrong and fixed solution.
+feedback it really gets (from the `executors` pool, as collected data will), an explanation of the
+bug and a fix, as codegen / refine / explain_refine SFT records; and sft_demo_problems.jsonl: each
+problem's tests (for test-based rewards and checks), keyed by the records' "source".
+tests/data/test_sft_demo.py runs every wrong and fixed solution again.
 
     PYTHONPATH=. python ledex_jax/data/demo/make_sft_demo.py   (from the repository root)
 """
@@ -12,8 +13,8 @@ from pathlib import Path
 from textwrap import dedent
 
 # Each problem: entry point, task sentence, tests (asserts), wrong code, the index of the first test
-# it fails, what that test sees ("actual": repr of the returned value, or "error": "Type: message"),
-# the explanation of the bug, and the fixed code.
+# it fails, what that test sees ("actual": repr of the returned value, or "error": "Type: message";
+# checked against the executor's feedback), the explanation of the bug, and the fixed code.
 PROBLEMS = [
     dict(name="sum_of_squares", task="Write a function to compute the sum of the squares of the first n natural numbers.",
          tests=["assert sum_of_squares(3) == 14", "assert sum_of_squares(1) == 1", "assert sum_of_squares(5) == 55"],
@@ -651,27 +652,42 @@ def vowel_positions(s):
 FEEDBACK_HEADER = "The code above fails the given unit test:"
 
 
-def feedback(problem: dict) -> str:
-    """Self-Debugging style execution feedback for the problem's wrong solution."""
+def expected_line(problem: dict) -> str:
+    """The feedback line the author expects (the executor's feedback must start with it)."""
     test = problem["tests"][problem["fails"]]
-    if "error" in problem:
-        return f"{FEEDBACK_HEADER}\n{test}\n# Error: {problem['error']}"
-    return f"{FEEDBACK_HEADER}\n{test}\n# Actual output: {problem['actual']}"
+    line = f"# Error: {problem['error']}" if "error" in problem else f"# Actual output: {problem['actual']}"
+    return f"{FEEDBACK_HEADER}\n{test}\n{line}"
+
+
+def run_solutions(problems: list[dict]) -> tuple[list[str], list[bool]]:
+    """(feedback of each wrong solution, whether each fix passes), from the sandboxed executor
+    that produces feedback for real collected data, so the demo reads exactly like it."""
+    from executors import ExecutionPool, Program, TestCase
+    tests = [[TestCase.assertion(t) for t in p["tests"]] for p in problems]
+    programs = [Program(f"w{i}", code(p["wrong"]), t) for i, (p, t) in enumerate(zip(problems, tests))]
+    programs += [Program(f"f{i}", code(p["fixed"]), t) for i, (p, t) in enumerate(zip(problems, tests))]
+    with ExecutionPool(workers=2, per_test_timeout=5.0) as pool:
+        results = pool.run(programs)
+    n = len(problems)
+    return [r.feedback for r in results[:n]], [r.passed for r in results[n:]]
+
+
+def code(text: str) -> str:
+    return dedent(text).strip("\n")
 
 
 def problem_text(problem: dict) -> str:
     return f"{problem['task']}\nYour code should pass this test:\n{problem['tests'][0]}"
 
 
-def records(problem: dict, index: int) -> list[dict[str, str]]:
+def records(problem: dict, index: int, feedback: str) -> list[dict[str, str]]:
     source = problem_row(problem, index)["source"]
-    wrong, fixed = dedent(problem["wrong"]).strip("\n"), dedent(problem["fixed"]).strip("\n")
+    wrong, fixed = code(problem["wrong"]), code(problem["fixed"])
     base = dict(problem=problem_text(problem), refined_code=fixed, source=source)
     return [
         dict(base, id=f"{source}/codegen", wrong_code="", feedback="", explanation="", format="codegen"),
-        dict(base, id=f"{source}/refine", wrong_code=wrong, feedback=feedback(problem), explanation="",
-             format="refine"),
-        dict(base, id=f"{source}/explain_refine", wrong_code=wrong, feedback=feedback(problem),
+        dict(base, id=f"{source}/refine", wrong_code=wrong, feedback=feedback, explanation="", format="refine"),
+        dict(base, id=f"{source}/explain_refine", wrong_code=wrong, feedback=feedback,
              explanation=problem["explanation"], format="explain_refine"),
     ]
 
@@ -683,8 +699,13 @@ def problem_row(problem: dict, index: int) -> dict:
 
 def main() -> None:
     from ledex_jax.data.records import write_sft_jsonl  # validates every record on the way out
+    feedbacks, fixed_pass = run_solutions(PROBLEMS)
+    for p, fb, ok in zip(PROBLEMS, feedbacks, fixed_pass):
+        if not fb.startswith(expected_line(p)) or not ok:
+            raise SystemExit(f"{p['name']}: expected feedback {expected_line(p)!r}, got {fb!r}; fix passes: {ok}")
     here = Path(__file__).parent
-    n = write_sft_jsonl(here / "sft_demo.jsonl", [r for i, p in enumerate(PROBLEMS) for r in records(p, i)])
+    n = write_sft_jsonl(here / "sft_demo.jsonl",
+                        [r for i, (p, fb) in enumerate(zip(PROBLEMS, feedbacks)) for r in records(p, i, fb)])
     with (here / "sft_demo_problems.jsonl").open("w", encoding="utf-8") as f:
         for i, p in enumerate(PROBLEMS):
             f.write(json.dumps(problem_row(p, i)) + "\n")
