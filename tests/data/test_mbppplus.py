@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from executors import ExecutionPool
 from ledex_jax.data.benchmarks import BenchmarkDataError, load_mbppplus
 from ledex_jax.data.benchmarks import reference_outputs as reference_outputs_mod
 from ledex_jax.evaluate.functional import program_for, suite_verdicts
@@ -131,10 +132,12 @@ def test_inputs_that_are_not_lists_are_rejected(tmp_path, subset_file):
 
 
 @pytest.mark.slow
-def test_all_399_references_pass_base_and_plus(shared_data, tmp_path, pool):
+def test_all_399_references_pass_base_and_plus(shared_data, tmp_path):
     problems = load_mbppplus(shared_data / "MbppPlus.jsonl", cache_dir=tmp_path, workers=2)
     assert len(problems) == 399
-    results = pool.run([program_for(p, p.reference, p.task_id) for p in problems])
+    per_test = max(p.metadata["per_test_time_limit"] for p in problems)  # as scripts/evaluate.py
+    with ExecutionPool(workers=2, per_test_timeout=per_test, cache_size=0) as pool:
+        results = pool.run([program_for(p, p.reference, p.task_id) for p in problems])
     failing = [p.task_id for p, r in zip(problems, results)
                if not all(suite_verdicts(p, r.tests).values())]
     assert failing == []
