@@ -157,7 +157,8 @@ def test_a_reference_failing_every_input_is_an_error(tmp_path, subset_file):
 def test_timeouts_are_not_cached(tmp_path, subset_file, monkeypatch):
     record = json.loads(subset_file.read_text().splitlines()[0])
     record["base_input"], record["plus_input"] = record["base_input"][:1], []
-    record["canonical_solution"] += "\nimport time\ntime.sleep(2)\n"  # slow load: every call times out
+    record["canonical_solution"] = (f"\nimport time\ndef {record['entry_point']}(*args):\n"
+                                    "    time.sleep(2)\n")  # every call times out
     path = tmp_path / "slow.jsonl"
     path.write_text(json.dumps(record) + "\n")
     monkeypatch.setattr(reference_outputs_mod, "REFERENCE_PER_TEST_TIMEOUT", 0.5)
