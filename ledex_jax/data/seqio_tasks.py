@@ -10,7 +10,8 @@ Overlong examples (more than ``sequence_length["tokens"]`` ids) follow ``overlon
   loses the problem statement and the chat header, so the model would learn to fix code without
   knowing the task; better to lose the example and tell the user to raise seq_len.
 - "truncate_prompt": keep the whole answer and the last ``seq_len - len(answer)`` prompt ids (at
-  least one, which predicts the first answer token); an answer that cannot fit is dropped.
+  least one, which predicts the first answer token; a leading BOS goes with the cut); an answer
+  that cannot fit is dropped.
 
 Packing: seqio's packer (``utils.trim_and_pack_dataset``) measures an example by its non-zero ids
 and marks zeros as padding, and its LM converters feed a BOS of 0 and derive loss weights from

@@ -1,5 +1,8 @@
 """SFT record validation: good records round-trip, bad ones fail naming line, id, field and fix."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +73,11 @@ def test_bad_json_and_non_object():
 def test_missing_file(tmp_path):
     with pytest.raises(SFTRecordError, match="does not exist"):
         read_sft_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_records_and_prompts_import_without_tf_or_jax():
+    code = ("import sys, ledex_jax.data.records, ledex_jax.data.prompts; "
+            "print(sorted(m for m in ('tensorflow', 'seqio', 'jax', 'tensorflow_datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
