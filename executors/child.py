@@ -289,8 +289,7 @@ def run(job, compiled, start, send, result_fd, _runners=_RUNNERS, _info=exceptio
     """Load the program and run tests[start:], reporting each through `send`.
 
     Frames: "load" (its arrival starts the first test's clock), then one "res" per test (each
-    starts the next test's clock); the last carries "last". A stdio program runs once, as
-    __main__, right after "load".
+    starts the next test's clock). A stdio program runs once, as __main__, right after "load".
     """
     limits = limits_mod.Limits.from_dict(job["limits"])
     caps = {"max_chars": limits.max_value_chars}
@@ -311,7 +310,6 @@ def run(job, compiled, start, send, result_fd, _runners=_RUNNERS, _info=exceptio
     send({"t": "load", "dt": _clock() - t0})
     if is_stdio:  # one whole run of the program per child
         _run_as_main(code, result_fd)
-    last = len(tests) - 1
     for i in range(start, len(tests)):
         spec = tests[i]
         t0 = _clock()
@@ -323,7 +321,7 @@ def run(job, compiled, start, send, result_fd, _runners=_RUNNERS, _info=exceptio
             res = (runner[0] if compiled[i] is not None else _missing)(spec, compiled[i], ns, caps)
         except BaseException as e:
             res = {"e": _info(e)}
-        res.update(t="res", i=i, dt=_clock() - t0, last=i == last)
+        res.update(t="res", i=i, dt=_clock() - t0)
         send(res)
 
 
@@ -361,6 +359,9 @@ def main(job, compiled, start, result_fd, key_fd, workdir, isolated):
         # other signal dispositions were set once in the worker.)
         os.chdir(workdir)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not isolated:
+            # without a pid namespace nothing kills us if the worker itself dies: a backstop
+            signal.alarm(int(job["cpu_seconds"]) + 5)
         limits = limits_mod.Limits.from_dict(job["limits"])
         limits_mod.apply_rlimits(limits, job["cpu_seconds"])
         install_audit_hook(None if isolated else workdir)

@@ -41,14 +41,16 @@ class ExecutionPool:
       cache_size: in-memory LRU entries (0 disables); cache_dir: optional on-disk cache.
       python: interpreter for the workers (default: this one).
       max_jobs_per_worker: a worker is replaced after this many programs.
+      tmp_mb: size of each sandbox's private /tmp (bubblewrap only).
+      start_timeout: seconds to wait for a worker to start.
     """
 
     def __init__(self, workers=None, per_test_timeout=3.0, memory_mb=2048, program_timeout=60.0,
-                 load_timeout=10.0,
-                 sandbox="auto", cache_size=10_000, cache_dir=None, file_size_mb=16,
-                 max_open_files=256, max_processes=128, max_output_bytes=1 << 20,
-                 python=None, max_jobs_per_worker=2000, tmp_mb=64, start_timeout=60.0):
-        if per_test_timeout <= 0 or program_timeout <= 0:
+                 load_timeout=10.0, sandbox="auto", cache_size=10_000, cache_dir=None,
+                 file_size_mb=16, max_open_files=256, max_processes=128,
+                 max_output_bytes=1 << 20, python=None, max_jobs_per_worker=2000, tmp_mb=64,
+                 start_timeout=60.0):
+        if min(per_test_timeout, load_timeout, program_timeout) <= 0:
             raise ValueError("timeouts must be positive")
         self.limits = Limits(per_test_timeout=float(per_test_timeout),
                              load_timeout=float(load_timeout),
@@ -102,7 +104,7 @@ class ExecutionPool:
             with self._inflight_lock:
                 first = self._inflight.get(key)
                 if first is not None:  # an identical program is running: share its result
-                    first.add_done_callback(lambda f: _copy_into(f, fut, program.id))
+                    first.add_done_callback(lambda f: self._follow_up(f, fut, job))
                     return fut
                 self._inflight[key] = fut
         self._queue.put((job, fut))
@@ -183,6 +185,17 @@ class ExecutionPool:
         if not fut.done():
             fut.set_result(result)
 
+    def _follow_up(self, first, fut, job):
+        """Give a de-duplicated submission the result of the identical one it waited for."""
+        if fut.done():
+            return
+        if first.cancelled():  # the caller cancelled the first one: run this one after all
+            self._queue.put((job, fut))
+            return
+        result = copy.deepcopy(first.result())
+        result.id, result.cached = job["program"].id, True
+        fut.set_result(result)
+
     def _job_message(self, job, seq):
         program = job["program"]
         return {"id": seq, "code": program.code, "setup": program.setup_code,
@@ -214,6 +227,9 @@ class _WorkerSlot:
                     return
                 job, fut = item
                 if not fut.set_running_or_notify_cancel():
+                    with self.pool._inflight_lock:
+                        if self.pool._inflight.get(job["key"]) is fut:
+                            del self.pool._inflight[job["key"]]
                     continue
                 try:
                     self._run(job, fut)
@@ -322,18 +338,6 @@ class _WorkerSlot:
 def _error_result(pid, error, sandbox_mode):
     return ExecutionResult(id=pid, passed=False, tests=[], feedback="", fraction_passed=0.0,
                            wall_time=0.0, error=error, sandbox=sandbox_mode)
-
-
-def _copy_into(src, dst, pid):
-    if dst.done():
-        return
-    try:
-        result = copy.deepcopy(src.result())
-    except BaseException as e:  # the first submission failed unexpectedly
-        dst.set_exception(e)
-        return
-    result.id, result.cached = pid, True
-    dst.set_result(result)
 
 
 def _follow(futures, progress):

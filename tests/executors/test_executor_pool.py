@@ -247,6 +247,18 @@ def test_futures(any_pool):
     assert seen[-1] == (5, 5)
 
 
+def test_cancelling_a_submission_does_not_strand_its_duplicates():
+    with ExecutionPool(**dict(POOL_KW, workers=1, cache_size=100)) as pool:
+        blocker = pool.submit(Program("sleep", "import time\ndef f():\n    time.sleep(0.5)\n"
+                                               "    return 1\n", [A("assert f() == 1")]))
+        first = pool.submit(Program("x", ADD, [A("assert add(2, 3) == 5")]))
+        twin = pool.submit(Program("x2", ADD, [A("assert add(2, 3) == 5")]))
+        assert first.cancel()
+        result = twin.result(timeout=60)
+        assert result.id == "x2" and result.passed
+        assert blocker.result(timeout=60).passed
+
+
 def test_result_cache_in_memory_and_on_disk(tmp_path):
     kw = dict(POOL_KW, workers=1, cache_size=100, cache_dir=str(tmp_path / "cache"))
     prog = Program("a", ADD, [A("assert add(1, 2) == 3"), A("assert add(1, 1) == 3")])
