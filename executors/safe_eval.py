@@ -296,8 +296,8 @@ class _Eval:
 
     def ev_Attribute(self, node):
         base = self.ev(node.value)
-        if node.attr.startswith("_"):
-            raise NotLowerable("private attribute")
+        if node.attr.startswith("_") or node.attr in ("format", "format_map"):
+            raise NotLowerable(f"attribute {node.attr!r} is not evaluated by the judge")
         if any(base is m for m in SAFE_MODULES.values()) or type(base) in _PLAIN_TYPES:
             return getattr(base, node.attr)
         raise TypeError(f"attribute {node.attr!r} of {type(base).__name__} is not evaluated")

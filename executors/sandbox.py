@@ -11,9 +11,11 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import executors
+from executors import protocol
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ def bwrap_command(python, tmp_mb, uid=65534):
         # unprivileged: a user namespace maps us to nobody and forbids nesting another one
         argv += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]
     else:
-        # as root the worker itself drops to nobody; it needs no other capability
+        # as root the worker itself drops to `uid` (no user namespace needed); it needs no other
+        # capability for that
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     for d in _SYSTEM_DIRS:
         if os.path.islink(d):
@@ -118,8 +121,6 @@ def warn_once(key, message):
 
 def probe_bwrap(python, tmp_mb=64, timeout=30.0):
     """Start one sandboxed worker and wait for its hello; (ok, reason). Cached per process."""
-    from executors import protocol
-
     key = (python, tmp_mb)
     with _probe_lock:
         if key in _probe_cache:
@@ -134,8 +135,6 @@ def probe_bwrap(python, tmp_mb=64, timeout=30.0):
                 result = (False, f"cannot run bwrap: {e}")
             else:
                 try:
-                    import time
-
                     hello = protocol.FrameReader(proc.stdout.fileno()).read(
                         time.monotonic() + timeout)
                     result = (bool(hello.get("ready")), "")
@@ -152,20 +151,23 @@ def probe_bwrap(python, tmp_mb=64, timeout=30.0):
         return result
 
 
+_WITHOUT_NAMESPACES = ("programs run without namespaces; rlimits, deadlines and an audit hook "
+                       "(no processes, signals, sockets or writes outside a private dir) still "
+                       "apply, but host files are readable")
+
+
 def resolve(mode, python, tmp_mb=64):
     """'bwrap' or 'none' for a requested mode; warns once when namespaces are not used."""
     if mode not in MODES:
         raise ValueError(f"sandbox must be one of {MODES}, got {mode!r}")
     if mode == "none":
-        warn_once("none", "executors: sandbox='none': programs run without namespaces; rlimits, "
-                          "deadlines and an audit hook (no processes, signals, sockets or writes "
-                          "outside a private dir) still apply, but host files are readable")
+        warn_once("none", f"executors: sandbox='none': {_WITHOUT_NAMESPACES}")
         return "none"
     ok, why = probe_bwrap(python, tmp_mb)
     if ok:
         return "bwrap"
     if mode == "bwrap":
         raise SandboxUnavailable(f"bubblewrap sandbox unavailable: {why}")
-    warn_once("auto", f"executors: namespaces unavailable ({why}); running programs without a "
-                      "sandbox (rlimits and deadlines still apply). Install bubblewrap to isolate them.")
+    warn_once("auto", f"executors: namespaces unavailable ({why}): {_WITHOUT_NAMESPACES}. "
+                      "Install bubblewrap (and allow user namespaces) to isolate them.")
     return "none"
