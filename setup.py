@@ -25,6 +25,7 @@ TRAIN = [  # seqio/TFDS data and TensorBoard metrics; heavy, so model/sampler co
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "seqio==0.0.20",
+    "importlib_resources==7.1.0",  # tensorflow-datasets imports it without declaring it
 ]
 REWARDS = ["codebleu==0.7.0", "tree-sitter-python==0.21.0"]
 TORCH = ["torch==2.13.0"]  # parity tests and baselines; a CPU wheel is on local disk here

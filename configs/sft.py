@@ -29,7 +29,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # The seqio pipeline's fields (ledex_jax/data/sft_pipeline.py: source, path, style, format_rates,
     # pack, overlong, shuffle, ...) plus the trainer's own: seq_len, eval_path, shard_by_host.
     c.data.update(default_data_config())
-    c.data.eval_path = ""  # held-out records; "" = the `validation` split of a "{split}" path, if any
+    c.data.eval_path = ""  # held-out records; "" = the `validation` split of a "{split}" path, or:
+    c.data.eval_fraction = 0.1  # share of problems held out of a single data file (0 = train on all)
     c.data.shard_by_host = False  # see ledex_jax/sft/data.py
 
     c.train.num_epochs = 2

@@ -46,10 +46,10 @@ def load_pretrained(path, dtype: str | None = None, mesh: Mesh | None = None, ru
                     **config_overrides):
     """Returns (model, config). dtype sets param and compute dtype (default float32); with a mesh,
     every parameter is sharded as `rules` says, otherwise it lives on the default device.
-    config_overrides replace ModelConfig fields (e.g. remat_policy="full")."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+    config_overrides replace ModelConfig fields (e.g. remat_policy="full"). `path` may also be a
+    Hugging Face Hub id (`codellama/CodeLlama-7b-hf`), fetched once into the local HF cache."""
+    from ledex_jax.models.hub import MODEL_FILES, resolve
+    path = resolve(path, MODEL_FILES)
     cfg, source = _open_source(path, dtype)
     if config_overrides:
         cfg = cfg.replace(**config_overrides)

@@ -10,7 +10,8 @@ def load_tokenizer(path: str | os.PathLike):
     """A transformers fast tokenizer (with the chat template where the checkpoint has one)."""
     from transformers import AutoTokenizer
 
-    path = Path(path)
+    from ledex_jax.models.hub import TOKENIZER_FILES, resolve
+    path = resolve(path, TOKENIZER_FILES)
     if path.suffix == ".gguf":
         from ledex_jax.models.gguf_io import open_gguf
         open_gguf(path)  # reports a missing or truncated file clearly before transformers parses it

@@ -10,13 +10,31 @@ Two ways to feed several hosts (`config.data.shard_by_host`):
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from ledex_jax.data import sft_pipeline
+from ledex_jax.data.records import read_sft_jsonl, write_sft_jsonl
 
-TRAINER_ONLY_FIELDS = ("seq_len", "eval_path", "shard_by_host")
+TRAINER_ONLY_FIELDS = ("seq_len", "eval_path", "eval_fraction", "shard_by_host")
+
+
+def hold_out(path: str, fraction: float, seed: int, out_dir: Path) -> str:
+    """Splits one JSONL by problem (all formats of a problem on the same side) into
+    out_dir/{train,validation}.jsonl; returns the "{split}" pattern. The user's file is only read."""
+    records = read_sft_jsonl(path)
+    problems = sorted({r.source or r.id for r in records})
+    if len(problems) < 2:
+        raise ValueError(f"data.eval_fraction={fraction}: {path} has a single problem, nothing to hold out; "
+                         "set data.eval_fraction=0 or give data.eval_path")
+    k = min(len(problems) - 1, max(1, round(fraction * len(problems))))
+    held = set(np.random.default_rng(seed).choice(problems, size=k, replace=False).tolist())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_sft_jsonl(out_dir / "train.jsonl", [r for r in records if (r.source or r.id) not in held])
+    write_sft_jsonl(out_dir / "validation.jsonl", [r for r in records if (r.source or r.id) in held])
+    return str(out_dir / "{split}.jsonl")
 
 
 def pipeline_config(data_cfg, **changes):
@@ -27,17 +45,29 @@ def pipeline_config(data_cfg, **changes):
 
 
 class SFTData:
-    def __init__(self, cfg, tokenizer, rows: np.ndarray):
-        """rows: indices of the global batch rows this host feeds (train_state.process_rows)."""
-        self.cfg, self.tokenizer, self.rows = cfg, tokenizer, rows
+    def __init__(self, cfg, tokenizer, rows: np.ndarray, workdir: Path):
+        """rows: indices of the global batch rows this host feeds (train_state.process_rows).
+
+        With one data file and no eval_path, `data.eval_fraction` of its problems is held out for
+        the eval loss (split files are written under <workdir>/heldout/)."""
+        self.tokenizer, self.rows = tokenizer, rows
+        d = cfg.data
+        if d.source == "jsonl" and "{split}" not in d.path and not d.eval_path and d.eval_fraction > 0:
+            cfg = cfg.copy_and_resolve_references()
+            with cfg.unlocked():
+                cfg.data.path = hold_out(d.path, d.eval_fraction, cfg.seed,
+                                         Path(workdir) / "heldout" / f"process_{jax.process_index()}")
+        self.cfg = cfg
         self.global_batch = cfg.train.batch_size
         self.seq_len = cfg.data.seq_len
         self.by_host = cfg.data.shard_by_host and jax.process_count() > 1
         if self.by_host and len(rows) != self.global_batch // jax.process_count():
             raise ValueError("data.shard_by_host=True needs each host to feed an equal block of rows; "
                              "use the default data.shard_by_host=False with this mesh")
-        self.train_cfg = pipeline_config(cfg.data)
-        sft_pipeline.resolve_config(self.train_cfg)  # fail early, naming the field
+        self.train_cfg = pipeline_config(cfg.data)  # fails early, naming a bad field
+        if self.steps_per_epoch == 0:  # else the repeating pipeline would wait forever for a batch
+            raise ValueError(f"no training example fits data.seq_len={cfg.data.seq_len} under data.overlong="
+                             f"{cfg.data.overlong!r}; raise data.seq_len or set data.overlong='truncate_prompt'")
 
     def _make(self, data_cfg, start_step=0, split="train"):
         if self.by_host:

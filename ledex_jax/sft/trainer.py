@@ -64,7 +64,7 @@ def train(cfg, workdir: str | Path) -> dict:
     validate(cfg, mesh)
     b_sharding = batch_sharding(mesh, rules, cfg.train.batch_size)
     tokenizer = load_tokenizer_for(cfg)
-    data = SFTData(cfg, tokenizer, process_rows(b_sharding, cfg.train.batch_size))
+    data = SFTData(cfg, tokenizer, process_rows(b_sharding, cfg.train.batch_size), workdir)
     model, model_cfg = load_model(cfg, mesh, tokenizer)
     total_steps = cfg.train.num_steps if cfg.train.num_steps > 0 else cfg.train.num_epochs * data.steps_per_epoch
     optimizer = make_optimizer(cfg.train, total_steps)
