@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo test test-all install clean-venv
+.PHONY: demo test test-all install bench-deps clean-venv
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# bench/executor.py also compares against EvalPlus's checker; its full install pulls API clients.
+bench-deps: $(STAMP)
+	$(BIN)/pip install -q --no-deps evalplus==0.3.1
 
 clean-venv:
 	rm -rf $(VENV)
