@@ -42,7 +42,8 @@ def validate(cfg, mesh) -> None:
 
 
 class _Preemption:
-    """SIGTERM (preemption notice) asks the loop to save and stop at the next step."""
+    """The first SIGTERM (preemption notice) asks the loop to save and stop after the current
+    step; a second one terminates at once (the default action), so a stuck run stays killable."""
 
     def __init__(self):
         self.requested = False
@@ -53,6 +54,7 @@ class _Preemption:
 
     def _handle(self, signum, frame):
         self.requested = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def train(cfg, workdir: str | Path) -> dict:

@@ -137,3 +137,21 @@ def test_export_loads_in_transformers_and_generates(uninterrupted, tmp_path):
     with torch.no_grad():
         ref = model(ids).logits.numpy()
     np.testing.assert_allclose(np.asarray(ours(ids.numpy().astype(np.int32))), ref, atol=1e-4)
+
+
+def test_sigterm_saves_and_stops(tmp_path):
+    """A preemption notice (SIGTERM) ends the run cleanly after saving the step it reached."""
+    workdir = tmp_path / "preempted"
+    proc = subprocess.Popen([*TRAIN, f"--workdir={workdir}", *OVERRIDES, "--config.checkpoint.every_steps=100"],
+                            env=env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (workdir / "metrics.jsonl").is_file() or not (workdir / "metrics.jsonl").read_text().strip():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "preemption requested: saved step" in err
+    saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved and max(saved) < 6
