@@ -92,5 +92,7 @@ def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
 
 
 def project_out(attn, p):
-    y = jnp.einsum("bthd,hde->bte", attn, p["o_proj"])
+    # Contract (heads, head_dim) in storage order: jnp.einsum emits them as (head_dim, heads),
+    # and XLA:CPU then transposes o_proj and the activations on every call.
+    y = jax.lax.dot_general(attn, p["o_proj"], (((2, 3), (0, 1)), ((), ())))
     return y + p["o_bias"] if "o_bias" in p else y

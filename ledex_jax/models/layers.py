@@ -106,6 +106,8 @@ def attention_mask_bias(q_len, attention_mask, segment_ids=None, q_offset=0):
 
 def dot_attention(q, k, v, visible, scale):
     """Grouped-query attention. q: [B,T,H,D]; k, v: [B,S,Hkv,D]; visible: [B,1,1,T,S]."""
+    if q.shape[1] == 1 and jax.default_backend() == "cpu":
+        return single_query_attention(q, k, v, visible, scale)
     b, t, h, d = q.shape
     hkv = k.shape[2]
     q = q.reshape(b, t, hkv, h // hkv, d)
@@ -114,6 +116,20 @@ def dot_attention(q, k, v, visible, scale):
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, d)
+
+
+def single_query_attention(q, k, v, visible, scale):
+    """`dot_attention` for one query (a decode step) as multiply + reduce. XLA:CPU lowers the
+    batched-dot form by transposing the whole [B,S,Hkv,D] cache every step; this reads it in place
+    (measured 1.8x faster for SmolLM2-135M at batch 16, 176 slots)."""
+    b, _, h, d = q.shape
+    hkv = k.shape[2]
+    q = q.reshape(b, 1, hkv, h // hkv, d).astype(jnp.float32)
+    logits = jnp.sum(q * k[:, :, :, None, :].astype(jnp.float32), axis=-1) * scale  # [B,S,Hkv,G]
+    logits = jnp.where(visible[:, 0, 0, 0][:, :, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=1).astype(v.dtype)
+    out = jnp.sum(probs[..., None] * v[:, :, :, None, :], axis=1)  # [B,Hkv,G,D]
+    return out.reshape(b, 1, h, d)
 
 
 def update_cache(cache_k, cache_v, k, v, end):
