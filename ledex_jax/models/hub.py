@@ -19,7 +19,8 @@ def resolve(path_or_repo: str | Path, allow_patterns: list[str]) -> Path:
         return path
     name = str(path_or_repo)
     if not _REPO_ID.match(name):
-        raise FileNotFoundError(f"{name}: no such file or directory, and not a Hugging Face Hub id (org/name)")
+        raise FileNotFoundError(
+            f"{name}: no such checkpoint file or directory, and not a Hugging Face Hub id (org/name)")
     repo_id, _, revision = name.partition("@")
     from huggingface_hub import snapshot_download
     try:
