@@ -150,6 +150,8 @@ def test_seeded_and_independent_of_batch_composition(llama):
     np.testing.assert_array_equal(alone.tokens[0], a.tokens[2])
     grouped = Sampler(llama, max_prompt_len=16, max_batch=3).generate(PROMPTS, NEW, seed=7, **kw)
     np.testing.assert_array_equal(grouped.tokens, a.tokens)
+    chunked = Sampler(llama, max_prompt_len=16, chunk_size=3).generate(PROMPTS, NEW, seed=7, progress=True, **kw)
+    np.testing.assert_array_equal(chunked.tokens, a.tokens)
 
 
 def test_second_call_in_same_bucket_does_not_recompile(llama):
@@ -160,6 +162,9 @@ def test_second_call_in_same_bucket_does_not_recompile(llama):
     sampler.generate(other, NEW, temperature=1.1, top_p=0.5, eos_ids=[3, 4], seed=9)
     assert dict(sampler.traces) == traces
     assert (sampler.prefill_fn._cache_size(), sampler.decode_fn._cache_size()) == sizes
+    sampler.update_params(build_model(get_preset("tiny_llama"), seed=9))  # new weights, same program
+    sampler.generate(other, NEW, temperature=1.1, top_p=0.5, eos_ids=[3, 4], seed=9)
+    assert dict(sampler.traces) == traces
     sampler.generate([[1] * 20] * 4, NEW, temperature=0.8, top_p=0.9, eos_ids=[])  # next bucket: compiles
     assert sampler.traces["decode"] == traces["decode"] + 1
 
