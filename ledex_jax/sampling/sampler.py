@@ -87,7 +87,9 @@ class Sampler:
       chunk_size: tokens per decode chunk when stop strings are given.
       mesh, rules: run under this mesh with the batch sharded over the rules' `batch` axes.
       unrolled: decode with a Python loop over layers and per-layer weights/caches (see
-        `loop.py`; keeps a second, per-layer copy of the weights). Default: on CPU only.
+        `loop.py`; keeps a second, per-layer copy of the weights; compile time grows with depth).
+        Default: on CPU only. On one H200 it was also faster for SmolLM2-135M (8.5k vs 5.7k
+        tok/s at batch 16, float32), so it is worth trying for small models on GPU too.
     """
 
     def __init__(self, model, tokenizer=None, *, max_prompt_len: int = 1024,
