@@ -77,7 +77,7 @@ def project_qkv(x, p, prefix=""):
     """q, k, v projections [B,T,heads,head_dim] with optional biases."""
     out = []
     for name in ("q", "k", "v"):
-        y = jnp.einsum("bte,ehd->bthd", x, p[f"{name}_proj"])
+        y = L.matmul("bte,ehd->bthd", x, p[f"{name}_proj"])
         out.append(y + p[f"{name}_bias"] if f"{name}_bias" in p else y)
     q, k, v = out
     return constrain(q, ("batch", "length", "act_heads", None)), k, v
@@ -94,5 +94,6 @@ def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
 def project_out(attn, p):
     # Contract (heads, head_dim) in storage order: jnp.einsum emits them as (head_dim, heads),
     # and XLA:CPU then transposes o_proj and the activations on every call.
-    y = jax.lax.dot_general(attn, p["o_proj"], (((2, 3), (0, 1)), ((), ())))
+    y = jax.lax.dot_general(attn, p["o_proj"], (((2, 3), (0, 1)), ((), ())),
+                            preferred_element_type=jnp.float32).astype(attn.dtype)
     return y + p["o_bias"] if "o_bias" in p else y

@@ -41,7 +41,7 @@ class LlamaLayers(StackedLayers):
 
 
 def _linear(x, p, name):
-    y = jnp.einsum("bte,ef->btf", x, p[f"{name}_proj"])
+    y = L.matmul("bte,ef->btf", x, p[f"{name}_proj"])
     return y + p[f"{name}_bias"] if f"{name}_bias" in p else y
 
 
@@ -71,7 +71,7 @@ class Llama(DecoderLM):
             x = L.rms_norm(h, p["post_attention_layernorm"], cfg.norm_eps)
             act = jax.nn.silu(_linear(x, p, "gate")) * _linear(x, p, "up")
             act = constrain(act, ("batch", "length", "act_mlp"))
-            down = jnp.einsum("btf,fe->bte", act, p["down_proj"]) + p.get("down_bias", 0)
+            down = L.matmul("btf,fe->bte", act, p["down_proj"]) + p.get("down_bias", 0)
             return L.constrain_hidden(h + down), kv
 
         return block
