@@ -6,8 +6,10 @@ Both sample with the same settings (temperature 1, no top-k/top-p), from the sam
 first `--prompt_tokens` tokens of HumanEval prompts), for exactly `--new_tokens` tokens (EOS off:
 ours eos_ids=[], transformers min_new_tokens=max_new_tokens). Tokens/s = batch * new_tokens /
 wall time of one whole generate call (prefill included). After one warm-up call each (ours: the
-compile, reported apart), the two alternate call by call, `--repeats` times, so both meet the same
-machine load; the best call of each is reported.
+compile, reported apart), the sides alternate call by call, `--repeats` times, so all meet the
+same machine load; the best call of each is reported. Ours runs in float32 (the RESULT lines: same
+numerics as the anchor) and, as an extra row, in bfloat16 (weights and activations bf16, matmuls
+accumulated in float32), which XLA:CPU runs on its bf16 matrix path.
 
     python bench/sampler.py            # ends with the two RESULT lines
 """
@@ -30,6 +32,7 @@ flags.DEFINE_integer("new_tokens", 128, "tokens generated per row")
 flags.DEFINE_integer("prompt_tokens", 48, "prompt length in tokens")
 flags.DEFINE_integer("repeats", 3, "timed calls per side per batch size (best is reported)")
 flags.DEFINE_bool("anchor", True, "also time transformers")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "our dtypes; float32 feeds the RESULT lines")
 
 
 def load_avg() -> str:
@@ -78,20 +81,20 @@ def transformers_runner(model, prompts, new_tokens):
     return run
 
 
-def measure(model, hf_model, prompts, new_tokens, repeats):
-    """(ours tok/s, our compile s, transformers tok/s), alternating the two sides call by call."""
-    ours = ours_runner(model, prompts, new_tokens)
-    first = timed(ours)
-    hf = transformers_runner(hf_model, prompts, new_tokens) if hf_model is not None else None
-    if hf is not None:
-        timed(hf)  # warm-up
-    ours_times, hf_times = [], []
+def measure(models, hf_model, prompts, new_tokens, repeats):
+    """{side: (tok/s, compile s)} for each of our dtypes and 'transformers', alternating the sides
+    call by call."""
+    runs = {dtype: ours_runner(m, prompts, new_tokens) for dtype, m in models.items()}
+    first = {dtype: timed(run) for dtype, run in runs.items()}
+    if hf_model is not None:
+        runs["transformers"] = transformers_runner(hf_model, prompts, new_tokens)
+        first["transformers"] = timed(runs["transformers"])  # warm-up
+    times = {side: [] for side in runs}
     for i in range(repeats):
-        ours_times.append(timed(lambda: ours(seed=i + 1)))
-        if hf is not None:
-            hf_times.append(timed(hf))
+        for side, run in runs.items():
+            times[side].append(timed((lambda: run(seed=i + 1)) if side != "transformers" else run))
     tokens = len(prompts) * new_tokens
-    return tokens / min(ours_times), first - min(ours_times), (tokens / min(hf_times) if hf_times else float("nan"))
+    return {side: (tokens / min(t), first[side] - min(t)) for side, t in times.items()}
 
 
 def main(argv):
@@ -105,7 +108,8 @@ def main(argv):
     path = str(FLAGS.model or smollm2_gguf_path())
     tokenizer = load_tokenizer(path)
     texts = [p["prompt"] for p in read_problems().values()]
-    model, config = load_pretrained(path)
+    models = {dtype: load_pretrained(path, dtype=dtype)[0] for dtype in FLAGS.dtypes}
+    model, config = load_pretrained(path)  # float32: exported for transformers
     workdir = tempfile.mkdtemp(prefix="bench_sampler_")
     hf_model = None
     if FLAGS.anchor:
@@ -116,22 +120,24 @@ def main(argv):
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"model {os.path.basename(path)}, {FLAGS.prompt_tokens} prompt + {FLAGS.new_tokens} new tokens, "
           f"float32, temperature 1; load average at start: {load_avg()}")
-    rows = []
+    results = {}
     for batch in (int(b) for b in FLAGS.batches):
         prompts = [tokenizer.encode(t)[:FLAGS.prompt_tokens] for t in texts[:batch]]
-        ours, compile_s, anchor = measure(model, hf_model, prompts, FLAGS.new_tokens, FLAGS.repeats)
-        rows.append((batch, ours, compile_s, anchor))
-        print(f"  batch {batch}: ours {ours:.1f} tok/s (compile {compile_s:.1f}s), transformers {anchor:.1f} tok/s; "
-              f"load average {load_avg()}", flush=True)
+        results[batch] = measure(models, hf_model, prompts, FLAGS.new_tokens, FLAGS.repeats)
+        print(f"  batch {batch}: " + ", ".join(f"{side} {tps:.1f} tok/s" for side, (tps, _) in results[batch].items())
+              + f"; load average {load_avg()}", flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n{'batch':>5} | {'ours tok/s':>10} | {'compile s':>9} | {'transformers tok/s':>18} | {'ratio':>5}")
-    for batch, ours, compile_s, anchor in rows:
-        print(f"{batch:>5} | {ours:>10.1f} | {compile_s:>9.1f} | {anchor:>18.1f} | {ours / anchor:>5.2f}")
+    nan = (float("nan"), float("nan"))
+    print(f"\n{'batch':>5} | {'ours':>9} | {'tok/s':>7} | {'compile s':>9} | {'transformers f32 tok/s':>22} | {'ratio':>5}")
+    for batch, res in results.items():
+        anchor = res.get("transformers", nan)[0]
+        for dtype in FLAGS.dtypes:
+            tps, compile_s = res[dtype]
+            print(f"{batch:>5} | {dtype:>9} | {tps:>7.1f} | {compile_s:>9.1f} | {anchor:>22.1f} | {tps / anchor:>5.2f}")
     print(f"load average at end: {load_avg()}")
-    by_batch = {r[0]: r for r in rows}
     for name, batch in (("sampler_b1", 1), ("sampler", 16)):
-        if batch in by_batch:
-            _, ours, _, anchor = by_batch[batch]
+        if batch in results and "float32" in results[batch]:
+            ours, anchor = results[batch]["float32"][0], results[batch].get("transformers", nan)[0]
             print(f"RESULT {name} ours={ours:.1f} anchor={anchor:.1f} ratio={ours / anchor:.2f}")
 
 

@@ -46,7 +46,7 @@ class DecoderLM(nnx.Module):
         cfg, dtype = self.config, self.config.jnp_dtype
         b, t = input_ids.shape
         if attention_mask is None:
-            attention_mask = jnp.ones((b, t) if cache is None else (b, cache.k.shape[2]), jnp.int32)
+            attention_mask = jnp.ones((b, t) if cache is None else (b, cache.k.shape[3]), jnp.int32)
         end = cache.end if cache is not None else 0
         if positions is None:
             positions = L.default_positions(attention_mask)
@@ -84,7 +84,8 @@ def project_qkv(x, p, prefix=""):
 
 
 def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
-    """Writes k, v into the layer's cache (if any) and attends; returns ([B,T,H,D], kv)."""
+    """Writes k, v [B,T,Hkv,D] into the layer's cache (if any) and attends; returns ([B,T,H,D], kv)."""
+    k, v = L.heads_first(k), L.heads_first(v)
     if kv is not None:
         kv = L.update_cache(*kv, k, v, cache_end)
         k, v = kv
@@ -94,6 +95,9 @@ def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
 def project_out(attn, p):
     # Contract (heads, head_dim) in storage order: jnp.einsum emits them as (head_dim, heads),
     # and XLA:CPU then transposes o_proj and the activations on every call.
-    y = jax.lax.dot_general(attn, p["o_proj"], (((2, 3), (0, 1)), ((), ())),
-                            preferred_element_type=jnp.float32).astype(attn.dtype)
+    if isinstance(p["o_proj"], L.Transposed):
+        y = p["o_proj"].apply(attn)
+    else:
+        y = jax.lax.dot_general(attn, p["o_proj"], (((2, 3), (0, 1)), ((), ())),
+                                preferred_element_type=jnp.float32).astype(attn.dtype)
     return y + p["o_bias"] if "o_bias" in p else y

@@ -65,9 +65,9 @@ class GPTBigCode(DecoderLM):
             attn, kv = attend(cfg, q, k, v, kv, visible, cache_end)
             h = L.constrain_hidden(h + project_out(attn, p))
             x = L.layer_norm(h, p["ln_2_weight"], p["ln_2_bias"], cfg.norm_eps)
-            act = jax.nn.gelu(jnp.einsum("bte,ef->btf", x, p["c_fc"]) + p["c_fc_bias"], approximate=True)
+            act = jax.nn.gelu(L.matmul("bte,ef->btf", x, p["c_fc"]) + p["c_fc_bias"], approximate=True)
             act = constrain(act, ("batch", "length", "act_mlp"))
-            h = h + jnp.einsum("btf,fe->bte", act, p["c_proj"]) + p["c_proj_bias"]
+            h = h + L.matmul("btf,fe->bte", act, p["c_proj"]) + p["c_proj_bias"]
             return L.constrain_hidden(h), kv
 
         return block

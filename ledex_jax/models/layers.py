@@ -6,6 +6,7 @@ and the math is easy to check against Hugging Face.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -32,7 +33,8 @@ def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Sequence[str], dtyp
 
 
 class KVCache(NamedTuple):
-    """Fixed-size key/value cache for all layers: k, v are [layers, batch, slots, kv_heads, head_dim].
+    """Fixed-size key/value cache for all layers: k, v are [layers, batch, kv_heads, slots, head_dim]
+    (heads before slots, so attention over the cache is a batched product with no transposes).
 
     `end` is the number of slots already written (same for every row: prompts are left-padded).
     """
@@ -42,7 +44,7 @@ class KVCache(NamedTuple):
 
     @classmethod
     def zeros(cls, num_layers, batch, slots, kv_heads, head_dim, dtype) -> "KVCache":
-        shape = (num_layers, batch, slots, kv_heads, head_dim)
+        shape = (num_layers, batch, kv_heads, slots, head_dim)
         return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
 
 
@@ -104,46 +106,86 @@ def attention_mask_bias(q_len, attention_mask, segment_ids=None, q_offset=0):
     return visible[:, None, None]
 
 
+@jax.tree_util.register_pytree_node_class
+class Transposed:
+    """A weight stored output-axes-first ([out..., in...], PyTorch's Linear layout) for `matmul`.
+
+    The model keeps [in..., out...]; the CPU decode path (`sampling/loop.py`) re-lays its weights
+    out this way once, because XLA:CPU's small-batch products run 1.3x faster when both operands
+    contract their minor axes (SmolLM2-135M shapes, batch 16, float32 and bfloat16) and bfloat16
+    products with fewer than 4 rows fall off the fast path (~7x slower): `min_rows` pads them.
+    """
+
+    def __init__(self, array, contracted: int, min_rows: int = 1):
+        self.array, self.contracted, self.min_rows = array, contracted, min_rows
+
+    @classmethod
+    def of(cls, w, contracted: int, min_rows: int = 1) -> "Transposed":
+        """w: [in..., out...] with `contracted` leading input axes."""
+        return cls(jnp.moveaxis(w, tuple(range(contracted)), tuple(range(w.ndim - contracted, w.ndim))),
+                   contracted, min_rows)
+
+    def apply(self, x):
+        """x [..., in...] -> [..., out...] as one 2-D product [rows, in] x [out, in]^T (XLA:CPU
+        copies 3-D weights back to its preferred layout when given an einsum)."""
+        ins = self.array.shape[self.array.ndim - self.contracted:]
+        outs = self.array.shape[:self.array.ndim - self.contracted]
+        if x.shape[x.ndim - self.contracted:] != ins:
+            raise ValueError(f"Transposed weight expects trailing input dims {ins}, got {x.shape}")
+        lead = x.shape[:x.ndim - self.contracted]
+        x2 = x.reshape(-1, math.prod(ins))
+        rows = x2.shape[0]
+        if rows < self.min_rows:
+            x2 = jnp.pad(x2, ((0, self.min_rows - rows), (0, 0)))
+        y = jax.lax.dot_general(x2, self.array.reshape(-1, x2.shape[1]), (((1,), (1,)), ((), ())),
+                                preferred_element_type=jnp.float32)
+        return y[:rows].reshape(*lead, *outs).astype(x.dtype)
+
+    def tree_flatten(self):
+        return (self.array,), (self.contracted, self.min_rows)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], *aux)
+
+
 def matmul(spec: str, x, w):
     """einsum accumulated in float32, returned in x's dtype. Same result for float32; for bfloat16
     it is what TPUs/GPUs do anyway, and XLA:CPU runs bf16 x bf16 -> f32 products on its fast
-    (AMX/avx512-bf16) path but bf16 -> bf16 ones ~8x slower (measured, batch 16)."""
+    (AMX/avx512-bf16) path but bf16 -> bf16 ones ~8x slower (measured, batch 16).
+
+    `w` may be a `Transposed` weight: same result, its stored layout."""
+    if isinstance(w, Transposed):
+        return w.apply(x)
     return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32).astype(x.dtype)
 
 
 def dot_attention(q, k, v, visible, scale):
-    """Grouped-query attention. q: [B,T,H,D]; k, v: [B,S,Hkv,D]; visible: [B,1,1,T,S]."""
-    if q.shape[1] == 1 and k.dtype == jnp.float32 and jax.default_backend() == "cpu":
-        return single_query_attention(q, k, v, visible, scale)
+    """Grouped-query attention. q: [B,T,H,D]; k, v: [B,Hkv,S,D] (`heads_first`); visible: [B,1,1,T,S].
+
+    Both products are batched over (B, Hkv) with the contracted axis minor on both sides, the
+    layout XLA runs without copying k or v (a decode step reads the whole cache in place).
+    """
     b, t, h, d = q.shape
-    hkv = k.shape[2]
-    q = q.reshape(b, t, hkv, h // hkv, d)
-    logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    hkv = k.shape[1]
+    k, v = k.astype(q.dtype), v.astype(q.dtype)  # a float32 cache under a bfloat16 model
+    q = q.reshape(b, t, hkv, h // hkv, d).transpose(0, 2, 3, 1, 4)  # [B,Hkv,G,T,D]
+    logits = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
     logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = matmul("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, h, d)
+    out = matmul("bkgts,bksd->bkgtd", probs, v)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
 
-def single_query_attention(q, k, v, visible, scale):
-    """`dot_attention` for one query (a decode step) as multiply + reduce. XLA:CPU lowers the
-    batched-dot form by transposing the whole [B,S,Hkv,D] cache every step; this reads it in place
-    (measured 1.6x faster in float32 for SmolLM2-135M at batch 16, 176 slots; in bfloat16 the
-    dot form is 2x faster, so only float32 caches come here)."""
-    b, _, h, d = q.shape
-    hkv = k.shape[2]
-    q = q.reshape(b, 1, hkv, h // hkv, d).astype(jnp.float32)
-    logits = jnp.sum(q * k[:, :, :, None, :].astype(jnp.float32), axis=-1) * scale  # [B,S,Hkv,G]
-    logits = jnp.where(visible[:, 0, 0, 0][:, :, None, None], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=1).astype(v.dtype)
-    out = jnp.sum(probs[..., None] * v[:, :, :, None, :], axis=1)  # [B,Hkv,G,D]
-    return out.reshape(b, 1, h, d)
+def heads_first(x):
+    """[B,T,Hkv,D] projections -> [B,Hkv,T,D], the key/value layout of `dot_attention` and the cache."""
+    return x.transpose(0, 2, 1, 3)
 
 
 def update_cache(cache_k, cache_v, k, v, end):
-    """Writes this step's k, v [B,T,Hkv,D] into one layer's cache [B,S,Hkv,D] at slot `end`."""
-    cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), end, axis=1)
-    cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), end, axis=1)
+    """Writes this step's k, v [B,Hkv,T,D] into one layer's cache [B,Hkv,S,D] at slot `end`."""
+    cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), end, axis=2)
+    cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), end, axis=2)
     return cache_k, cache_v
 
 

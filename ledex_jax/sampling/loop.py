@@ -25,12 +25,12 @@ from ledex_jax.models import layers as L
 from ledex_jax.sampling.processors import Mode, choose, raw_logprob, step_keys
 from ledex_jax.sharding import constrain
 
-CACHE_AXES = ("batch", "cache_length", "act_kv_heads", None)
+CACHE_AXES = ("batch", "act_kv_heads", "cache_length", None)
 
 
 class DecodeState(NamedTuple):
     """Everything the decode loop carries; donated between chunks so the cache is reused in place."""
-    cache_k: jax.Array | tuple  # [L, B, S, Hkv, D] (scanned) or L arrays [B, S, Hkv, D] (unrolled)
+    cache_k: jax.Array | tuple  # [L, B, Hkv, S, D] (scanned) or L arrays [B, Hkv, S, D] (unrolled)
     cache_v: jax.Array | tuple
     tokens: jax.Array           # [B, M] int32, pad after a row finishes
     logprobs: jax.Array         # [B, M] f32, under the raw model (temperature 1); 0 after the end
@@ -50,17 +50,36 @@ class Knobs(NamedTuple):
     pad_id: jax.Array       # scalar int32
 
 
+# Leading input axes of each projection weight, for its `L.Transposed` decode layout.
+_CONTRACTED = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_proj": 1, "up_proj": 1,
+               "down_proj": 1, "c_fc": 1, "c_proj": 1}
+
+
 def split_layers(model) -> tuple[dict[str, jax.Array], ...]:
-    """Per-layer weight dicts (in the compute dtype) for the unrolled decode body."""
-    stacked = model.layers.arrays(model.config.jnp_dtype)
-    return tuple(jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(model.config.num_layers))
+    """Per-layer weight dicts (in the compute dtype) for the unrolled decode body, projections in
+    the output-first layout XLA:CPU multiplies fastest (`L.Transposed`)."""
+    dtype = model.config.jnp_dtype
+    stacked = model.layers.arrays(dtype)
+    min_rows = 4 if dtype == jnp.bfloat16 else 1
+
+    def layer(i):
+        p = {name: x[i] for name, x in stacked.items()}
+        for name, contracted in _CONTRACTED.items():
+            if name in p:
+                p[name] = L.Transposed.of(p[name], contracted, min_rows)
+        return p
+
+    return tuple(layer(i) for i in range(model.config.num_layers))
 
 
 def _lm_logits(model, hidden):
     """f32 logits for one position [B, E] -> [B, V]; the model's full-length logits are never
     used, so XLA drops them (prefill would otherwise build a [B, P, V] tensor)."""
     w = model.unembedding().astype(hidden.dtype)
-    return jnp.einsum("be,ev->bv", hidden, w, preferred_element_type=jnp.float32)
+    rows = hidden.shape[0]
+    if hidden.dtype == jnp.bfloat16 and rows < 4:  # see L.Transposed: XLA:CPU's slow bf16 path
+        hidden = jnp.pad(hidden, ((0, 4 - rows), (0, 0)))
+    return jnp.einsum("be,ev->bv", hidden, w, preferred_element_type=jnp.float32)[:rows]
 
 
 def _record(state: DecodeState, logits, knobs: Knobs, mode: Mode) -> DecodeState:
