@@ -59,8 +59,7 @@ class DecoderLM(nnx.Module):
         h, new_kv = L.scan_layers(lambda h, p, kv: block(h, p, kv, visible, end), h,
                                   self.layers.arrays(dtype), cache, cfg.remat_policy)
         h = self.final_norm(h)
-        logits = jnp.einsum("bte,ev->btv", h, self.unembedding().astype(dtype),
-                            preferred_element_type=jnp.float32)
+        logits = L.logits_matmul(h, self.unembedding().astype(dtype))
         logits = constrain(logits, ("batch", "length", "act_vocab"))
         new_cache = None if cache is None else L.KVCache(*new_kv, cache.end + t)
         return L.ModelOutput(logits, h, new_cache)
@@ -98,6 +97,7 @@ def project_out(attn, p):
     if isinstance(p["o_proj"], L.Transposed):
         y = p["o_proj"].apply(attn)
     else:
-        y = jax.lax.dot_general(attn, p["o_proj"], (((2, 3), (0, 1)), ((), ())),
-                                preferred_element_type=jnp.float32).astype(attn.dtype)
+        b, t, h, d = attn.shape
+        y = jax.lax.dot_general(attn.reshape(b * t, h, d), p["o_proj"], (((1, 2), (0, 1)), ((), ())),
+                                preferred_element_type=jnp.float32).astype(attn.dtype).reshape(b, t, -1)
     return y + p["o_bias"] if "o_bias" in p else y

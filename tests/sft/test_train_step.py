@@ -22,6 +22,7 @@ def synthetic_batch(batch=8, length=32, vocab=256, seed=0):
     loss_mask = np.zeros((batch, length), np.float32)
     loss_mask[:, length // 4: length // 2 - 1] = 1
     loss_mask[:, 3 * length // 4: -5] = 1
+    loss_mask[5, 3 * length // 4:] = 0  # micro-batches differ in answer tokens: a mean of means is wrong
     return dict(inputs=inputs, targets=np.roll(inputs, -1, 1), loss_mask=loss_mask,
                 segment_ids=segment_ids, positions=positions)
 
@@ -45,11 +46,18 @@ def single_device_result():
 
 
 def test_gradient_accumulation_is_exact(single_device_result):
-    params, metrics = one_step(make_mesh((1, 1, 1), devices=jax.devices()[:1]), 4, synthetic_batch())
+    mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    params, metrics = one_step(mesh, 4, synthetic_batch())
     ref_params, ref_metrics = single_device_result
     assert abs(metrics["loss"] - ref_metrics["loss"]) < 1e-6
     assert metrics["answer_tokens"] == ref_metrics["answer_tokens"]
-    assert max_diff(params, ref_params) < 1e-6
+    # Adam's first step is ~lr * sign(g): near-zero gradients amplify summation-order noise.
+    assert max_diff(params, ref_params) < 1e-5
+    # The gradients themselves (SGD with lr 1: update = -grad) agree to float32 rounding.
+    sgd = optax.sgd(1.0)
+    grads4 = one_step(mesh, 4, synthetic_batch(), opt=sgd)[0]
+    grads1 = one_step(mesh, 1, synthetic_batch(), opt=sgd)[0]
+    assert max_diff(grads4, grads1) < 1e-6
 
 
 @pytest.mark.parametrize("mesh_shape", [(1, 4, 2), (2, 4, 1)], ids=["fsdp4xtensor2", "data2xfsdp4"])
