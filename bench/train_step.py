@@ -131,7 +131,7 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--remat", default="none")
+    p.add_argument("--remat", default="attention")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--framework", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -11,7 +11,9 @@ from typing import Any
 import jax.numpy as jnp
 
 SUPPORTED_MODEL_TYPES = ("llama", "gpt_bigcode")
-REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+# "attention": keep every layer activation but the attention scores/probabilities, which the backward
+# pass recomputes from q and k (saves B*H*T*T floats per layer; a fused flash kernel does the same).
+REMAT_POLICIES = ("none", "attention", "full", "dots", "dots_with_no_batch_dims")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 

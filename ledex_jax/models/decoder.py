@@ -88,7 +88,7 @@ def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
     if kv is not None:
         kv = L.update_cache(*kv, k, v, cache_end)
         k, v = kv
-    return L.dot_attention(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
+    return L.attention_for(cfg.remat_policy)(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
 
 
 def project_out(attn, p):
