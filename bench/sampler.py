@@ -1,17 +1,18 @@
-"""Sampling throughput: our compiled KV-cache sampler vs `transformers` `generate` (PyTorch,
-float32), SmolLM2-135M-Instruct (the embedded GGUF dequantised to float32 by our loader;
-transformers runs the same weights exported as a HF directory), on CPU.
+"""Sampling throughput: our compiled KV-cache sampler vs `transformers` `generate` (PyTorch),
+SmolLM2-135M-Instruct (the embedded GGUF dequantised by our loader; transformers runs the same
+weights exported as a HF directory), on CPU.
 
 Both sample with the same settings (temperature 1, no top-k/top-p), from the same prompts (the
 first `--prompt_tokens` tokens of HumanEval prompts), for exactly `--new_tokens` tokens (EOS off:
 ours eos_ids=[], transformers min_new_tokens=max_new_tokens). Tokens/s = batch * new_tokens /
 wall time of one whole generate call (prefill included). After one warm-up call each (ours: the
 compile, reported apart), the sides alternate call by call, `--repeats` times, so all meet the
-same machine load; the best call of each is reported. Ours runs in float32 (the RESULT lines: same
-numerics as the anchor) and, as an extra row, in bfloat16 (weights and activations bf16, matmuls
-accumulated in float32), which XLA:CPU runs on its bf16 matrix path.
+same machine load; the best call of each is reported. Both sides run in float32 and in bfloat16
+(weights and activations bf16; ours accumulates products in float32 on XLA:CPU's bf16 matrix path,
+torch uses oneDNN); each ratio compares the same dtype. SmolLM2's published dtype is bfloat16 and
+transformers 5 loads it so by default, so the bfloat16 lines are `sampler`/`sampler_b1`.
 
-    python bench/sampler.py            # ends with the two RESULT lines
+    python bench/sampler.py            # ends with the four RESULT lines
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ flags.DEFINE_integer("new_tokens", 128, "tokens generated per row")
 flags.DEFINE_integer("prompt_tokens", 48, "prompt length in tokens")
 flags.DEFINE_integer("repeats", 3, "timed calls per side per batch size (best is reported)")
 flags.DEFINE_bool("anchor", True, "also time transformers")
-flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "our dtypes; float32 feeds the RESULT lines")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "dtypes run on both sides")
 
 
 def load_avg() -> str:
@@ -81,18 +82,16 @@ def transformers_runner(model, prompts, new_tokens):
     return run
 
 
-def measure(models, hf_model, prompts, new_tokens, repeats):
-    """{side: (tok/s, compile s)} for each of our dtypes and 'transformers', alternating the sides
-    call by call."""
-    runs = {dtype: ours_runner(m, prompts, new_tokens) for dtype, m in models.items()}
-    first = {dtype: timed(run) for dtype, run in runs.items()}
-    if hf_model is not None:
-        runs["transformers"] = transformers_runner(hf_model, prompts, new_tokens)
-        first["transformers"] = timed(runs["transformers"])  # warm-up
+def measure(models, hf_models, prompts, new_tokens, repeats):
+    """{(side, dtype): (tok/s, compile s)} for ours and transformers in each dtype, all sides
+    alternating call by call."""
+    runs = {("ours", dtype): ours_runner(m, prompts, new_tokens) for dtype, m in models.items()}
+    runs.update({("transformers", dtype): transformers_runner(m, prompts, new_tokens) for dtype, m in hf_models.items()})
+    first = {side: timed(run) for side, run in runs.items()}  # ours: compile; transformers: warm-up
     times = {side: [] for side in runs}
     for i in range(repeats):
         for side, run in runs.items():
-            times[side].append(timed((lambda: run(seed=i + 1)) if side != "transformers" else run))
+            times[side].append(timed((lambda: run(seed=i + 1)) if side[0] == "ours" else run))
     tokens = len(prompts) * new_tokens
     return {side: (tokens / min(t), first[side] - min(t)) for side, t in times.items()}
 
@@ -111,34 +110,40 @@ def main(argv):
     models = {dtype: load_pretrained(path, dtype=dtype)[0] for dtype in FLAGS.dtypes}
     model, config = load_pretrained(path)  # float32: exported for transformers
     workdir = tempfile.mkdtemp(prefix="bench_sampler_")
-    hf_model = None
+    hf_models = {}
     if FLAGS.anchor:
         import torch
         from transformers import AutoModelForCausalLM
-        hf_model = AutoModelForCausalLM.from_pretrained(hf_dir(path, model, config, workdir), dtype=torch.float32)
-        hf_model.eval()
+        directory = hf_dir(path, model, config, workdir)
+        hf_models = {dtype: AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype)).eval()
+                     for dtype in FLAGS.dtypes}
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"model {os.path.basename(path)}, {FLAGS.prompt_tokens} prompt + {FLAGS.new_tokens} new tokens, "
-          f"float32, temperature 1; load average at start: {load_avg()}")
+          f"temperature 1; load average at start: {load_avg()}")
     results = {}
     for batch in (int(b) for b in FLAGS.batches):
         prompts = [tokenizer.encode(t)[:FLAGS.prompt_tokens] for t in texts[:batch]]
-        results[batch] = measure(models, hf_model, prompts, FLAGS.new_tokens, FLAGS.repeats)
-        print(f"  batch {batch}: " + ", ".join(f"{side} {tps:.1f} tok/s" for side, (tps, _) in results[batch].items())
+        results[batch] = measure(models, hf_models, prompts, FLAGS.new_tokens, FLAGS.repeats)
+        print(f"  batch {batch}: " + ", ".join(f"{side} {dtype} {tps:.1f} tok/s"
+                                               for (side, dtype), (tps, _) in results[batch].items())
               + f"; load average {load_avg()}", flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     nan = (float("nan"), float("nan"))
-    print(f"\n{'batch':>5} | {'ours':>9} | {'tok/s':>7} | {'compile s':>9} | {'transformers f32 tok/s':>22} | {'ratio':>5}")
+    print(f"\n{'batch':>5} | {'dtype':>9} | {'ours tok/s':>10} | {'compile s':>9} | {'transformers tok/s':>18} | {'ratio':>5}")
     for batch, res in results.items():
-        anchor = res.get("transformers", nan)[0]
         for dtype in FLAGS.dtypes:
-            tps, compile_s = res[dtype]
-            print(f"{batch:>5} | {dtype:>9} | {tps:>7.1f} | {compile_s:>9.1f} | {anchor:>22.1f} | {tps / anchor:>5.2f}")
+            tps, compile_s = res[("ours", dtype)]
+            anchor = res.get(("transformers", dtype), nan)[0]
+            print(f"{batch:>5} | {dtype:>9} | {tps:>10.1f} | {compile_s:>9.1f} | {anchor:>18.1f} | {tps / anchor:>5.2f}")
     print(f"load average at end: {load_avg()}")
-    for name, batch in (("sampler_b1", 1), ("sampler", 16)):
-        if batch in results and "float32" in results[batch]:
-            ours, anchor = results[batch]["float32"][0], results[batch].get("transformers", nan)[0]
-            print(f"RESULT {name} ours={ours:.1f} anchor={anchor:.1f} ratio={ours / anchor:.2f}")
+    # Same dtype on both sides. bfloat16 (the checkpoint's dtype, and what transformers 5 loads by
+    # default) names the main lines; float32 ones carry a suffix.
+    for dtype, suffix in (("bfloat16", ""), ("float32", "_f32")):
+        for name, batch in (("sampler_b1", 1), ("sampler", 16)):
+            if batch in results and ("ours", dtype) in results[batch]:
+                ours = results[batch][("ours", dtype)][0]
+                anchor = results[batch].get(("transformers", dtype), nan)[0]
+                print(f"RESULT {name}{suffix} ours={ours:.1f} anchor={anchor:.1f} ratio={ours / anchor:.2f}")
 
 
 if __name__ == "__main__":

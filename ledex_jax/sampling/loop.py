@@ -12,6 +12,7 @@ Two decode bodies with identical results:
 - unrolled (`layer_params` given): a Python loop over layers with per-layer weights and per-layer
   cache buffers. XLA:CPU copies every dynamic slice of a scanned weight or cache each step and
   rebuilds the stacked cache; unrolled, weights are read in place and each step writes one slot.
+  Its projection weights are stored [out, in] (`L.Transposed`, made once by `split_layers`).
 """
 from __future__ import annotations
 

@@ -1,0 +1,53 @@
+"""Layer helpers whose fast paths must not change results."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ledex_jax.models import layers as L
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3, 8])
+@pytest.mark.parametrize("spec, x_shape, w_shape, contracted", [
+    ("bte,ef->btf", (None, 1, 16), (16, 24), 1),        # gate/up/down
+    ("bte,ehd->bthd", (None, 1, 16), (16, 4, 8), 1),    # q/k/v
+    ("bthd,hde->bte", (None, 1, 4, 8), (4, 8, 16), 2),  # o_proj
+])
+def test_transposed_weight_same_product(dtype, rows, spec, x_shape, w_shape, contracted):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(rows, *x_shape[1:])), dtype)
+    w = jnp.asarray(rng.normal(size=w_shape), dtype)
+    ref = L.matmul(spec, x, w)
+    got = L.matmul(spec, x, L.Transposed.of(w, contracted, min_rows=4))
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref, np.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_transposed_weight_rejects_mismatched_input():
+    w = L.Transposed.of(jnp.zeros((16, 24)), 1)
+    with pytest.raises(ValueError, match="trailing input dims"):
+        w.apply(jnp.zeros((2, 1, 8)))
+
+
+def test_flattened_matmul_equals_einsum():
+    rng = np.random.default_rng(1)
+    x, w = rng.normal(size=(2, 5, 16)).astype(np.float32), rng.normal(size=(16, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(L.matmul("bte,ehd->bthd", x, w), np.einsum("bte,ehd->bthd", x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_heads_first_matches_reference():
+    """GQA over [B, Hkv, S, D] keys/values equals a plain per-head softmax attention."""
+    rng = np.random.default_rng(2)
+    b, t, h, hkv, d = 2, 5, 4, 2, 8
+    q = rng.normal(size=(b, t, h, d)).astype(np.float32)
+    k = rng.normal(size=(b, t, hkv, d)).astype(np.float32)
+    v = rng.normal(size=(b, t, hkv, d)).astype(np.float32)
+    visible = L.attention_mask_bias(t, jnp.ones((b, t), jnp.int32))
+    got = L.dot_attention(q, L.heads_first(k), L.heads_first(v), visible, d ** -0.5)
+    kr, vr = np.repeat(k, h // hkv, axis=2), np.repeat(v, h // hkv, axis=2)
+    scores = np.einsum("bthd,bshd->bhts", q, kr) * d ** -0.5
+    scores = np.where(np.tril(np.ones((t, t), bool)), scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, np.einsum("bhts,bshd->bthd", probs, vr), rtol=1e-5, atol=1e-5)
