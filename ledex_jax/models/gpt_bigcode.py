@@ -53,8 +53,8 @@ class GPTBigCode(DecoderLM):
         self.ln_f_bias = L.param(rngs, (cfg.hidden_size,), ("norm",), pd, "zeros")
 
     def embed(self, input_ids, positions, dtype):
-        tok = jnp.take(self.wte[...].astype(dtype), input_ids, axis=0)
-        return tok + jnp.take(self.wpe[...].astype(dtype), positions, axis=0)
+        return (L.embedding_lookup(self.wte[...], input_ids, dtype)
+                + L.embedding_lookup(self.wpe[...], positions, dtype, rows_axis="positions"))
 
     def make_block(self, positions):
         cfg = self.config

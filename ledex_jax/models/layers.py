@@ -250,5 +250,13 @@ def values(module_params: dict[str, nnx.Param], dtype) -> dict[str, jax.Array]:
     return {name: p[...].astype(dtype) for name, p in module_params.items()}
 
 
+def embedding_lookup(table, ids, dtype, rows_axis="vocab"):
+    """Rows of `table` [rows_axis, embed] for `ids`. The table is first gathered over its `embed` (fsdp)
+    shards, as FSDP does for every weight: gathering from an embed-sharded table yields embed-sharded
+    rows, which the partitioner can only turn into batch-sharded activations by replicating them
+    whole ("involuntary full rematerialization")."""
+    return jnp.take(constrain(table.astype(dtype), (rows_axis, None)), ids, axis=0)
+
+
 def constrain_hidden(h):
     return constrain(h, ("batch", "length", "act_embed"))

@@ -56,7 +56,7 @@ class Llama(DecoderLM):
             self.lm_head = L.param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd)
 
     def embed(self, input_ids, positions, dtype):
-        return jnp.take(self.embed_tokens[...].astype(dtype), input_ids, axis=0)
+        return L.embedding_lookup(self.embed_tokens[...], input_ids, dtype)
 
     def make_block(self, positions):
         cfg = self.config

@@ -51,6 +51,20 @@ def test_sharded_forward_equals_single_device(variant, mesh_shape, hf_dirs):
     assert parity.max_logit_diff(got, expected, mask) <= 1e-4  # only the summation order differs
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sharded_forward_does_not_replicate_activations(variant, hf_dirs, capfd):
+    """XLA's partitioner logs (to stderr, from C++) when it must replicate a tensor whole to
+    reshard it; the embedding lookup used to do that with the embed dim fsdp-sharded."""
+    mesh = make_mesh((2, 2, 2))
+    model, _ = load_pretrained(hf_dirs[variant], mesh=mesh)
+    # [4, 11]: a shape no other test compiles, so the partitioner runs (and logs) here
+    ids, mask = parity.left_pad([[5] * 11, [6] * 2, [7] * 9, [8] * 4], pad_id=0)
+    capfd.readouterr()
+    with use_mesh(mesh):
+        parity.jax_logits(model, ids, mask)
+    assert "Involuntary full rematerialization" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("mesh_shape", MESHES)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_parameters_follow_the_rules_table(variant, mesh_shape, hf_dirs):
