@@ -84,6 +84,8 @@ def project_qkv(x, p, prefix=""):
 
 def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
     """Writes k, v [B,T,Hkv,D] into the layer's cache (if any) and attends; returns ([B,T,H,D], kv)."""
+    if L.fused_attention_applies(q, kv):
+        return L.fused_attention(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
     k, v = L.heads_first(k), L.heads_first(v)
     if kv is not None:
         kv = L.update_cache(*kv, k, v, cache_end)

@@ -199,6 +199,22 @@ def dot_attention(q, k, v, visible, scale):
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
 
+def fused_attention_applies(q, kv_cache) -> bool:
+    """cuDNN's flash attention (never stores the [T, S] scores) for GPU training and prefill in
+    bf16/fp16; decode steps and other backends use `dot_attention`."""
+    return (kv_cache is None and jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+            and q.shape[-1] <= 128)
+
+
+def fused_attention(q, k, v, visible, scale, implementation="cudnn"):
+    """`dot_attention` through `jax.nn.dot_product_attention`. q: [B,T,H,D]; k, v: [B,S,Hkv,D]
+    (tokens first, as projected); visible: [B,1,1,T,S]. Rows with nothing visible (padding
+    queries) see themselves, so no softmax row is empty; real tokens always see themselves."""
+    t, s = visible.shape[-2:]
+    mask = visible[:, 0] | jnp.eye(t, s, dtype=bool)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=implementation)
+
+
 def attention_for(remat_policy: str) -> Callable:
     """`dot_attention`, recomputed in the backward pass under remat policy "attention" (its
     [B, Hkv, G, T, S] scores are then never stored: 1.1 GB per step for SmolLM2 at 4 x 512)."""
