@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-MODEL_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
-               "tokenizer*", "special_tokens_map.json", "*.model", "vocab.json", "merges.txt", "chat_template*"]
 TOKENIZER_FILES = ["tokenizer*", "special_tokens_map.json", "*.model", "vocab.json", "merges.txt",
                    "chat_template*", "config.json"]
+MODEL_FILES = TOKENIZER_FILES + ["generation_config.json", "*.safetensors", "model.safetensors.index.json"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 

@@ -134,12 +134,8 @@ class Transposed:
             raise ValueError(f"Transposed weight expects trailing input dims {ins}, got {x.shape}")
         lead = x.shape[:x.ndim - self.contracted]
         x2 = x.reshape(-1, math.prod(ins))
-        rows = x2.shape[0]
-        if rows < self.min_rows:
-            x2 = jnp.pad(x2, ((0, self.min_rows - rows), (0, 0)))
-        y = jax.lax.dot_general(x2, self.array.reshape(-1, x2.shape[1]), (((1,), (1,)), ((), ())),
-                                preferred_element_type=jnp.float32)
-        return y[:rows].reshape(*lead, *outs).astype(x.dtype)
+        y = product_nt(x2, self.array.reshape(-1, x2.shape[1]), self.min_rows)
+        return y.reshape(*lead, *outs).astype(x.dtype)
 
     def tree_flatten(self):
         return (self.array,), (self.contracted, self.min_rows)
@@ -147,6 +143,21 @@ class Transposed:
     @classmethod
     def tree_unflatten(cls, aux, children):
         return cls(children[0], *aux)
+
+
+def cpu_min_rows(dtype) -> int:
+    """Rows a product needs to stay on XLA:CPU's fast bfloat16 path (see `Transposed`); 1 elsewhere."""
+    return 4 if jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu" else 1
+
+
+def product_nt(x2, w2, min_rows: int = 1):
+    """[rows, in] x [out, in]^T -> float32 [rows, out], rows zero-padded up to `min_rows` for the
+    product and dropped again."""
+    rows = x2.shape[0]
+    if rows < min_rows:
+        x2 = jnp.pad(x2, ((0, min_rows - rows), (0, 0)))
+    y = jax.lax.dot_general(x2, w2, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    return y[:rows]
 
 
 def matmul(spec: str, x, w):

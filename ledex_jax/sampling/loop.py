@@ -61,7 +61,7 @@ def split_layers(model) -> tuple[dict[str, jax.Array], ...]:
     the output-first layout XLA:CPU multiplies fastest (`L.Transposed`)."""
     dtype = model.config.jnp_dtype
     stacked = model.layers.arrays(dtype)
-    min_rows = 4 if dtype == jnp.bfloat16 else 1
+    min_rows = L.cpu_min_rows(dtype)
 
     def layer(i):
         p = {name: x[i] for name, x in stacked.items()}
@@ -76,11 +76,8 @@ def split_layers(model) -> tuple[dict[str, jax.Array], ...]:
 def _lm_logits(model, hidden):
     """f32 logits for one position [B, E] -> [B, V]; the model's full-length logits are never
     used, so XLA drops them (prefill would otherwise build a [B, P, V] tensor)."""
-    w = model.unembedding().astype(hidden.dtype)
-    rows = hidden.shape[0]
-    if hidden.dtype == jnp.bfloat16 and rows < 4:  # see L.Transposed: XLA:CPU's slow bf16 path
-        hidden = jnp.pad(hidden, ((0, 4 - rows), (0, 0)))
-    return jnp.einsum("be,ev->bv", hidden, w, preferred_element_type=jnp.float32)[:rows]
+    w = model.unembedding().astype(hidden.dtype)  # [E, V]
+    return L.product_nt(hidden, w.T, L.cpu_min_rows(hidden.dtype))
 
 
 def _record(state: DecodeState, logits, knobs: Knobs, mode: Mode) -> DecodeState:
