@@ -35,7 +35,7 @@ setup(
     version="0.1.0",
     description="LeDex in JAX: train code LLMs to explain and fix their wrong code",
     packages=find_packages(include=["ledex_jax", "ledex_jax.*", "executors", "executors.*"]),
-    package_data={"ledex_jax": ["data/demo/*.jsonl"]},
+    package_data={"ledex_jax": ["data/demo/*.jsonl", "kernels/*.cc", "kernels/*.h"]},
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={

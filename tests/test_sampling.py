@@ -64,22 +64,40 @@ def test_logprobs_are_full_forward_log_softmax(model, unrolled):
         np.testing.assert_allclose(raw, ref[np.arange(NEW), tokens], atol=2e-5)
 
 
-def test_sample_logprobs_follow_temperature(llama):
-    out = Sampler(llama, max_prompt_len=16).generate(PROMPTS, NEW, temperature=0.5, eos_ids=[], seed=4)
+@pytest.mark.parametrize("temperature", [0.5, 1.0])
+def test_sample_logprobs_follow_temperature(llama, temperature):
+    """Both log-probabilities without top-k/top-p (at temperature 1 the loop reuses one for the other)."""
+    out = Sampler(llama, max_prompt_len=16).generate(PROMPTS, NEW, temperature=temperature, eos_ids=[], seed=4)
     refs = reference_logprobs(llama, PROMPTS, out.tokens)
-    for tokens, sampled, ref in zip(out.tokens, out.sample_logprobs, refs):
-        expected = np.asarray(jax.nn.log_softmax(jnp.asarray(ref) / 0.5, axis=-1))[np.arange(NEW), tokens]
+    for tokens, sampled, raw, ref in zip(out.tokens, out.sample_logprobs, out.logprobs, refs):
+        expected = np.asarray(jax.nn.log_softmax(jnp.asarray(ref) / temperature, axis=-1))[np.arange(NEW), tokens]
         np.testing.assert_allclose(sampled, expected, atol=2e-5)
+        np.testing.assert_allclose(raw, ref[np.arange(NEW), tokens], atol=2e-5)
 
 
 def test_categorical_draws_follow_the_distribution():
     probs = np.array([0.5, 0.0, 0.3, 0.2], np.float32)
     logits = jnp.tile(jnp.log(jnp.asarray(probs)), (20000, 1))
     keys = row_keys(0, jnp.arange(20000))
-    draws = np.asarray(categorical(jax.vmap(jax.random.wrap_key_data)(keys), logits))
+    draws, logprobs = categorical(jax.vmap(jax.random.wrap_key_data)(keys), logits)
+    draws = np.asarray(draws)
+    np.testing.assert_allclose(logprobs, np.log(probs[draws]), rtol=1e-6)
     freq = np.bincount(draws, minlength=4) / len(draws)
     assert freq[1] == 0
     np.testing.assert_allclose(freq, probs, atol=0.015)
+
+
+def test_categorical_across_vocabulary_blocks():
+    """Mass in several 256-token blocks (and the padded last one), zeros everywhere else."""
+    probs = np.zeros(1000, np.float32)
+    probs[[3, 255, 256, 777, 999]] = [0.1, 0.2, 0.3, 0.15, 0.25]
+    logits = jnp.tile(jnp.log(jnp.asarray(probs)), (20000, 1))
+    keys = row_keys(1, jnp.arange(20000))
+    draws, logprobs = categorical(jax.vmap(jax.random.wrap_key_data)(keys), logits)
+    freq = np.bincount(np.asarray(draws), minlength=1000) / 20000
+    assert freq[probs == 0].sum() == 0
+    np.testing.assert_allclose(freq, probs, atol=0.015)
+    np.testing.assert_allclose(logprobs, np.log(probs[np.asarray(draws)]), rtol=1e-5)
 
 
 def test_top_k_1_and_tiny_top_p_equal_greedy(llama):

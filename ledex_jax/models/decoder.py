@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ledex_jax.kernels import attention as decode_attention
 from ledex_jax.models import layers as L
 from ledex_jax.models.config import ModelConfig
 from ledex_jax.sharding import constrain
@@ -90,13 +91,15 @@ def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
     if kv is not None:
         kv = L.update_cache(*kv, k, v, cache_end)
         k, v = kv
+        if decode_attention.applies(q, k, v):  # one token over a bf16 cache on an AMX CPU
+            return decode_attention.decode_attention(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
     return L.attention_for(cfg.remat_policy)(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
 
 
 def project_out(attn, p):
     # Contract (heads, head_dim) in storage order: jnp.einsum emits them as (head_dim, heads),
     # and XLA:CPU then transposes o_proj and the activations on every call.
-    if isinstance(p["o_proj"], L.Transposed):
+    if isinstance(p["o_proj"], L.DECODE_LAYOUTS):
         y = p["o_proj"].apply(attn)
     else:
         b, t, h, d = attn.shape

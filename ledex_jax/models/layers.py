@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ledex_jax.kernels import amx
 from ledex_jax.sharding import constrain
 
 
@@ -145,6 +146,10 @@ class Transposed:
         return cls(children[0], *aux)
 
 
+# Weights re-laid out once for decoding (`sampling/loop.py:split_layers`); each has `apply(x)`.
+DECODE_LAYOUTS = (Transposed, amx.PackedWeight)
+
+
 def cpu_min_rows(dtype) -> int:
     """Rows a product needs to stay on XLA:CPU's fast bfloat16 path (see `Transposed`); 1 elsewhere."""
     return 4 if jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu" else 1
@@ -165,14 +170,14 @@ def matmul(spec: str, x, w):
     it is what TPUs/GPUs do anyway, and XLA:CPU runs bf16 x bf16 -> f32 products on its fast
     (AMX/avx512-bf16) path but bf16 -> bf16 ones ~8x slower (measured, batch 16).
 
-    `w` may be a `Transposed` weight: same result, its stored layout.
+    `w` may be a decode-layout weight (`Transposed`, `amx.PackedWeight`): same result.
 
     Leading axes of x that w lacks (batch, length) are merged into one before the product: XLA:CPU
     runs the 2-D forms of a training step's products faster (SmolLM2's MLP forward + backward 1.9x,
     the whole step 1.4x); with [B, T, ...] operands the weight gradients first transpose the
     activations with slow strided copies.
     """
-    if isinstance(w, Transposed):
+    if isinstance(w, DECODE_LAYOUTS):
         return w.apply(x)
     return _flat_einsum(spec, x, w).astype(x.dtype)
 
@@ -243,9 +248,19 @@ def heads_first(x):
 
 def update_cache(cache_k, cache_v, k, v, end):
     """Writes this step's k, v [B,Hkv,T,D] into one layer's cache [B,Hkv,S,D] at slot `end`."""
-    cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), end, axis=2)
-    cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), end, axis=2)
-    return cache_k, cache_v
+    return _write_slots(cache_k, k, end), _write_slots(cache_v, v, end)
+
+
+def _write_slots(cache, new, end):
+    """In place. XLA:CPU has no bfloat16 dynamic-update-slice: it upcasts the whole cache to
+    float32 and back each step (4 ms of a 38 ms SmolLM2 batch-16 decode step); the same bits
+    written as uint16 stay an in-place write of the new slots."""
+    new = new.astype(cache.dtype)
+    if cache.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        bits = jax.lax.dynamic_update_slice_in_dim(jax.lax.bitcast_convert_type(cache, jnp.uint16),
+                                                   jax.lax.bitcast_convert_type(new, jnp.uint16), end, axis=2)
+        return jax.lax.bitcast_convert_type(bits, jnp.bfloat16)
+    return jax.lax.dynamic_update_slice_in_dim(cache, new, end, axis=2)
 
 
 _REMAT = {

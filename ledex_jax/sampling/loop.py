@@ -9,19 +9,23 @@ every row writes the same slot each step (the model's cache contract). The loop 
 Two decode bodies with identical results:
 - scanned: `model.forward` with the stacked [L, ...] cache (compile time independent of depth;
   right for TPU/GPU, where XLA fuses the per-layer dynamic slices).
-- unrolled (`layer_params` given): a Python loop over layers with per-layer weights and per-layer
+- unrolled (`weights` given): a Python loop over layers with per-layer weights and per-layer
   cache buffers. XLA:CPU copies every dynamic slice of a scanned weight or cache each step and
   rebuilds the stacked cache; unrolled, weights are read in place and each step writes one slot.
-  Its projection weights are stored [out, in] (`L.Transposed`, made once by `split_layers`).
+  Its projection weights are re-laid out once by `split_layers`: [out, in] (`L.Transposed`), or
+  packed for the AMX kernel (`kernels/amx.py`, bfloat16 on AMX CPUs, LM head included); the
+  prompt then goes through the same body, so prefill uses the kernel too.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ledex_jax.kernels import amx
 from ledex_jax.models import layers as L
 from ledex_jax.sampling.processors import Mode, choose, raw_logprob, step_keys
 from ledex_jax.sharding import constrain
@@ -51,31 +55,49 @@ class Knobs(NamedTuple):
     pad_id: jax.Array       # scalar int32
 
 
-# Leading input axes of each projection weight, for its `L.Transposed` decode layout.
+# Leading input axes of each projection weight, for its decode layout.
 _CONTRACTED = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_proj": 1, "up_proj": 1,
                "down_proj": 1, "c_fc": 1, "c_proj": 1}
 
 
-def split_layers(model) -> tuple[dict[str, jax.Array], ...]:
-    """Per-layer weight dicts (in the compute dtype) for the unrolled decode body, projections in
+class DecodeWeights(NamedTuple):
+    """`split_layers`' result: per-layer weight dicts and, with the AMX kernel, the packed LM head."""
+    layers: tuple
+    lm_head: amx.PackedWeight | None
+
+
+def split_layers(model, use_amx: bool = False) -> DecodeWeights:
+    """Per-layer weights (in the compute dtype) for the unrolled body, each projection in its
+    decode layout: packed for the AMX kernel when `use_amx` (and its input size allows), else
     the output-first layout XLA:CPU multiplies fastest (`L.Transposed`)."""
     dtype = model.config.jnp_dtype
+    if use_amx and jnp.dtype(dtype) != jnp.bfloat16:
+        raise ValueError(f"split_layers: the AMX kernel computes in bfloat16, the model in {dtype}")
     stacked = model.layers.arrays(dtype)
     min_rows = L.cpu_min_rows(dtype)
+
+    def relaid(w, contracted):
+        if use_amx and amx.packable(math.prod(w.shape[:contracted])):
+            return amx.PackedWeight.of(w, contracted)
+        return L.Transposed.of(w, contracted, min_rows)
 
     def layer(i):
         p = {name: x[i] for name, x in stacked.items()}
         for name, contracted in _CONTRACTED.items():
             if name in p:
-                p[name] = L.Transposed.of(p[name], contracted, min_rows)
+                p[name] = relaid(p[name], contracted)
         return p
 
-    return tuple(layer(i) for i in range(model.config.num_layers))
+    head = model.unembedding().astype(dtype)  # [E, V]
+    lm_head = amx.PackedWeight.of(head, 1) if use_amx and amx.packable(head.shape[0]) else None
+    return DecodeWeights(tuple(layer(i) for i in range(model.config.num_layers)), lm_head)
 
 
-def _lm_logits(model, hidden):
+def _lm_logits(model, hidden, weights: DecodeWeights | None = None):
     """f32 logits for one position [B, E] -> [B, V]; the model's full-length logits are never
     used, so XLA drops them (prefill would otherwise build a [B, P, V] tensor)."""
+    if weights is not None and weights.lm_head is not None:
+        return amx.matmul(hidden, weights.lm_head.packed, model.config.vocab_size)
     w = model.unembedding().astype(hidden.dtype)  # [E, V]
     return L.product_nt(hidden, w.T, L.cpu_min_rows(hidden.dtype))
 
@@ -86,7 +108,11 @@ def _record(state: DecodeState, logits, knobs: Knobs, mode: Mode) -> DecodeState
     tokens, sample_lp = choose(logits, keys, mode, knobs.temperature, knobs.top_p)
     live = ~state.finished
     tokens = jnp.where(live, tokens, knobs.pad_id)
-    raw_lp = jnp.where(live, raw_logprob(logits, tokens), 0.0)
+    if mode.greedy or mode.top_k or mode.use_top_p:
+        raw_lp = raw_logprob(logits, tokens)
+    else:  # temperature 1 samples from the raw distribution: skip a second pass over the vocabulary
+        raw_lp = jax.lax.cond(knobs.temperature == 1.0, lambda: sample_lp, lambda: raw_logprob(logits, tokens))
+    raw_lp = jnp.where(live, raw_lp, 0.0)
     sample_lp = jnp.where(live, sample_lp, 0.0)
     put = lambda buf, col: constrain(
         jax.lax.dynamic_update_slice_in_dim(buf, col[:, None].astype(buf.dtype), state.step, axis=1),
@@ -110,43 +136,47 @@ def _constrain_cache(k, v):
     return constrain(k, ("layers",) + CACHE_AXES), constrain(v, ("layers",) + CACHE_AXES)
 
 
-def prefill(graphdef, params, input_ids, prompt_mask, keys, active, knobs: Knobs, *, mode: Mode,
-            max_new: int, unrolled: bool = False, cache_dtype=None) -> DecodeState:
-    """Runs the prompt [B, P] through the model and samples the first token of every active row."""
+def prefill(graphdef, params, weights: DecodeWeights | None, input_ids, prompt_mask, keys, active,
+            knobs: Knobs, *, mode: Mode, max_new: int, cache_dtype=None) -> DecodeState:
+    """Runs the prompt [B, P] through the model (unrolled when `weights` are given) and samples the
+    first token of every active row."""
     model = nnx.merge(graphdef, params)
     b, p = input_ids.shape
     cache = model.init_cache(b, p + max_new, cache_dtype)
     zeros = jnp.zeros((b, max_new), jnp.float32)
     state = DecodeState(None, None, jnp.full((b, max_new), knobs.pad_id, jnp.int32), zeros, zeros, ~active,
                         jnp.zeros((b,), jnp.int32), jnp.zeros((), jnp.int32), prompt_mask, keys)
-    out = model.forward(input_ids, _slot_mask(state), cache=L.KVCache(*_constrain_cache(cache.k, cache.v),
-                                                                        cache.end))
-    k, v = out.cache.k, out.cache.v
-    if unrolled:
-        k, v = tuple(k), tuple(v)  # per-layer buffers
+    slot_mask = _slot_mask(state)
+    if weights is None:
+        out = model.forward(input_ids, slot_mask, cache=L.KVCache(*_constrain_cache(cache.k, cache.v), cache.end))
+        h, k, v = out.hidden, out.cache.k, out.cache.v
+    else:
+        k, v = _constrain_cache(tuple(cache.k), tuple(cache.v))  # per-layer buffers
+        positions = L.default_positions(slot_mask)[:, :p]
+        h, k, v = _unrolled_forward(model, weights, k, v, input_ids, positions, slot_mask, 0)
     k, v = _constrain_cache(k, v)
     state = state._replace(cache_k=k, cache_v=v)
-    return _record(state, _lm_logits(model, out.hidden[:, -1]), knobs, mode)
+    return _record(state, _lm_logits(model, h[:, -1], weights), knobs, mode)
 
 
-def _unrolled_forward(model, layer_params, k, v, tokens, positions, slot_mask, end):
+def _unrolled_forward(model, weights: DecodeWeights, k, v, tokens, positions, slot_mask, end):
     """DecoderLM.forward for new tokens with per-layer weights and caches (see module docstring)."""
     h = L.constrain_hidden(model.embed(tokens, positions, model.config.jnp_dtype))
     block = model.make_block(positions)
     visible = L.attention_mask_bias(tokens.shape[1], slot_mask, q_offset=end)
     new_k, new_v = [], []
-    for p, k_i, v_i in zip(layer_params, k, v):
+    for p, k_i, v_i in zip(weights.layers, k, v):
         h, (k_i, v_i) = block(h, p, (k_i, v_i), visible, end)
         new_k.append(k_i)
         new_v.append(v_i)
     return model.final_norm(h), tuple(new_k), tuple(new_v)
 
 
-def decode(graphdef, params, layer_params, state: DecodeState, stop_at, knobs: Knobs, *,
+def decode(graphdef, params, weights: DecodeWeights | None, state: DecodeState, stop_at, knobs: Knobs, *,
            mode: Mode) -> DecodeState:
     """Generates tokens until `state.step == stop_at` or every row has finished.
 
-    `layer_params` (from `split_layers`) selects the unrolled body; None selects the scanned one.
+    `weights` (from `split_layers`) selects the unrolled body; None selects the scanned one.
     """
     model = nnx.merge(graphdef, params)
     prompt_len = state.prompt_mask.shape[1]
@@ -161,14 +191,14 @@ def decode(graphdef, params, layer_params, state: DecodeState, stop_at, knobs: K
         last = jax.lax.dynamic_slice_in_dim(s.tokens, s.step - 1, 1, axis=1)
         positions = (prompt_lens + s.step - 1)[:, None]
         end = prompt_len + s.step - 1
-        if layer_params is None:
+        if weights is None:
             out = model.forward(last, slot_mask, positions=positions,
                                 cache=L.KVCache(s.cache_k, s.cache_v, end))
             h, k, v = out.hidden, out.cache.k, out.cache.v
         else:
-            h, k, v = _unrolled_forward(model, layer_params, s.cache_k, s.cache_v, last, positions, slot_mask, end)
+            h, k, v = _unrolled_forward(model, weights, s.cache_k, s.cache_v, last, positions, slot_mask, end)
         k, v = _constrain_cache(k, v)
         s = s._replace(cache_k=k, cache_v=v)
-        return _record(s, _lm_logits(model, h[:, 0]), knobs, mode)
+        return _record(s, _lm_logits(model, h[:, 0], weights), knobs, mode)
 
     return jax.lax.while_loop(cond, body, state)

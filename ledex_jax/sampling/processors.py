@@ -46,14 +46,32 @@ def row_keys(seed, row_ids):
     return jax.vmap(lambda r: jax.random.key_data(jax.random.fold_in(base, r)))(row_ids)
 
 
-def categorical(keys, logits):
-    """One draw per row by inverse-CDF sampling: a single uniform per row, then the first token
-    whose cumulative probability reaches it. Gumbel-max needs a uniform per vocabulary entry, and
-    generating B x V threefry numbers each step cost ~6x an argmax on CPU (measured, V=49152)."""
+def categorical(keys, logits, block: int = 256):
+    """One draw per row and its log-probability, by inverse-CDF sampling: a single uniform per
+    row, then the first token whose cumulative probability reaches it. Gumbel-max needs a
+    uniform per vocabulary entry (B x V threefry numbers each step: ~6x an argmax on CPU, V=49152).
+
+    The cumulative sum is two-level: per-block sums of exp(logits - max) (fused with the one
+    pass over the vocabulary that the normaliser needs anyway), a cumsum over the few blocks,
+    then a cumsum inside the chosen block only. A full-vocabulary cumsum cost 3 ms per decode
+    step on CPU (SmolLM2, batch 16), this ~1 ms. Zero-probability tokens are never drawn.
+    """
+    b, v = logits.shape
     u = 1.0 - jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)  # (0, 1]
-    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
-    index = jnp.sum(cdf < (u * cdf[:, -1])[:, None], axis=-1)  # zero-probability tokens are never hit
-    return jnp.minimum(index, logits.shape[-1] - 1).astype(jnp.int32)
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    padded = jnp.pad(logits - top, ((0, 0), (0, -v % block)), constant_values=-jnp.inf)
+    block_mass = jnp.sum(jnp.exp(padded.reshape(b, -1, block)), axis=-1)  # [B, blocks]
+    before_block = jnp.cumsum(block_mass, axis=-1)
+    total = before_block[:, -1]
+    target = (u * total)[:, None]
+    j = jnp.minimum(jnp.sum(before_block < target, axis=-1), block_mass.shape[1] - 1)
+    start = jnp.take_along_axis(before_block - block_mass, j[:, None], axis=-1)
+    inside = jnp.exp(jnp.take_along_axis(padded, j[:, None] * block + jnp.arange(block)[None], axis=-1))
+    reached = jnp.sum(start + jnp.cumsum(inside, axis=-1) < target, axis=-1)
+    last_possible = block - 1 - jnp.argmax(inside[:, ::-1] > 0, axis=-1)  # rounding never lands past it
+    index = j * block + jnp.minimum(reached, last_possible)
+    logprob = jnp.take_along_axis(padded, index[:, None], axis=-1)[:, 0] - jnp.log(total)
+    return index.astype(jnp.int32), logprob
 
 
 def choose(logits, keys, mode: Mode, temperature, top_p):
@@ -70,7 +88,6 @@ def choose(logits, keys, mode: Mode, temperature, top_p):
             scaled = nucleus(scaled, top_p)
     else:
         index = None
-    choice = categorical(keys, scaled)
-    logprob = raw_logprob(scaled, choice)
+    choice, logprob = categorical(keys, scaled)
     tokens = choice if index is None else jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0]
     return tokens.astype(jnp.int32), logprob

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ledex_jax.kernels import build as kernels
 from ledex_jax.sampling import loop
 from ledex_jax.sampling.processors import Mode, row_keys
 from ledex_jax.sampling.stop import cut_tokens, first_stop
@@ -90,12 +91,16 @@ class Sampler:
         `loop.py`; keeps a second, per-layer copy of the weights; compile time grows with depth).
         Default: on CPU only. On one H200 it was also faster for SmolLM2-135M (8.5k vs 5.7k
         tok/s at batch 16, float32), so it is worth trying for small models on GPU too.
+      cpu_kernels: run the unrolled products on Intel AMX tiles and decode attention in an
+        AVX-512 kernel (`ledex_jax/kernels`; bfloat16 models only). Default: when the model
+        computes in bfloat16, the CPU has AMX, the kernels build, and there is no multi-device
+        mesh (the kernels have no sharding rule). False keeps XLA's ops.
     """
 
     def __init__(self, model, tokenizer=None, *, max_prompt_len: int = 1024,
                  prompt_buckets: Sequence[int] | None = None, max_batch: int | None = None,
                  chunk_size: int = 32, pad_id: int | None = None, mesh=None, rules=DEFAULT_RULES,
-                 cache_dtype=None, unrolled: bool | None = None):
+                 cache_dtype=None, unrolled: bool | None = None, cpu_kernels: bool | None = None):
         self.config = model.config
         self.tokenizer = tokenizer
         self.max_prompt_len = max_prompt_len
@@ -110,18 +115,18 @@ class Sampler:
             pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
         self.pad_id = int(pad_id)
         self.unrolled = jax.default_backend() == "cpu" if unrolled is None else unrolled
+        self.cpu_kernels = self._cpu_kernels(cpu_kernels)
         self.traces = collections.Counter()
         # graphdef is static (hashable); params and all arrays are traced; the decode state is donated.
-        self._split = jax.jit(self._counted("split_layers", lambda g, p: loop.split_layers(nnx.merge(g, p))),
-                              static_argnums=(0,))
+        split = lambda g, p: loop.split_layers(nnx.merge(g, p), use_amx=self.cpu_kernels)
+        self._split = jax.jit(self._counted("split_layers", split), static_argnums=(0,))
         self.prefill_fn = jax.jit(self._counted("prefill", loop.prefill), static_argnums=(0,),
-                                  static_argnames=("mode", "max_new", "unrolled", "cache_dtype"))
+                                  static_argnames=("mode", "max_new", "cache_dtype"))
         self.decode_fn = jax.jit(self._counted("decode", loop.decode), static_argnums=(0,),
                                  static_argnames=("mode",), donate_argnums=(3,))
         self.graphdef, self.params, self.layer_params = None, None, None
         self.update_params(model)
-        self._prefill = functools.partial(self.prefill_fn, self.graphdef, unrolled=self.unrolled,
-                                          cache_dtype=cache_dtype)
+        self._prefill = functools.partial(self.prefill_fn, self.graphdef, cache_dtype=cache_dtype)
         self._decode = functools.partial(self.decode_fn, self.graphdef)
         self._row_keys = jax.jit(self._counted("row_keys", row_keys))
 
@@ -138,6 +143,17 @@ class Sampler:
             with self._context():
                 self.layer_params = self._split(graphdef, params)
 
+    def _cpu_kernels(self, requested: bool | None) -> bool:
+        bf16 = jnp.dtype(self.config.jnp_dtype) == jnp.bfloat16
+        single = self.mesh is None or self.mesh.size == 1
+        usable = self.unrolled and bf16 and single and kernels.available()
+        if requested and not usable:
+            raise ValueError(
+                "cpu_kernels=True needs unrolled decoding, a bfloat16 model, no multi-device mesh and "
+                f"the CPU kernels (unrolled={self.unrolled}, dtype={self.config.dtype}, mesh devices="
+                f"{1 if self.mesh is None else self.mesh.size}, kernels: {kernels.unavailable_reason() or 'available'})")
+        return usable if requested is None else requested
+
     def _counted(self, name, fn):
         @functools.wraps(fn)
         def traced(*args, **kwargs):
@@ -145,8 +161,15 @@ class Sampler:
             return fn(*args, **kwargs)
         return traced
 
+    @contextlib.contextmanager
     def _context(self):
-        return use_mesh(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext()
+        """Where this sampler's programs are traced and run: its mesh, its choice of CPU kernels."""
+        with kernels.enabled(self.cpu_kernels):
+            if self.mesh is None:
+                yield
+            else:
+                with use_mesh(self.mesh, self.rules):
+                    yield
 
     @property
     def batch_shards(self) -> int:
@@ -247,7 +270,7 @@ class Sampler:
         row_ids[:n] = rows
         with self._context():
             keys = self._put(np.asarray(self._row_keys(jnp.int32(seed), jnp.asarray(row_ids))))
-            state = self._prefill(self.params, self._put(input_ids), self._put(mask), keys,
+            state = self._prefill(self.params, self.layer_params, self._put(input_ids), self._put(mask), keys,
                                   self._put(np.arange(group) < n), knobs, mode=mode, max_new=max_new)
             chunked, done = bool(stop) or not bar.disable, 0
             while True:

@@ -1,0 +1,119 @@
+"""Builds and loads the CPU kernels (`*.cc` here, XLA FFI custom calls) on first use.
+
+Compiled with the system C++ compiler into one shared library, cached by a hash of the sources,
+flags and JAX version (`$LEDEX_JAX_CACHE`, default `~/.cache/ledex_jax`). The kernels need an
+x86 CPU with AMX and AVX-512 bf16 (Sapphire Rapids or newer); elsewhere, without a compiler, or
+with `LEDEX_JAX_CPU_KERNELS=0`, `unavailable_reason()` says why and callers keep XLA's ops.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+import jax
+
+HERE = pathlib.Path(__file__).parent
+SOURCES = ("amx_matmul.cc", "decode_attention.cc")
+HEADERS = ("parallel.h",)
+CPU_FLAGS = {"amx_tile", "amx_bf16", "avx512_bf16", "avx512bw", "avx512vl"}
+TARGETS = {"ledex_amx_matmul": "LedexAmxMatmul", "ledex_decode_attention": "LedexDecodeAttention"}
+
+log = logging.getLogger(__name__)
+_ENABLED = contextvars.ContextVar("ledex_cpu_kernels", default=True)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _cache_dir() -> pathlib.Path:
+    root = os.environ.get("LEDEX_JAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ledex_jax")
+    return pathlib.Path(root) / "kernels"
+
+
+def compile_library() -> pathlib.Path:
+    """The kernels' shared library, built once per (sources, flags, compiler, JAX version)."""
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++/c++ or $CXX) to build the CPU kernels")
+    flags = ["-O2", "-std=c++17", "-shared", "-fPIC", "-mamx-tile", "-mamx-bf16", "-mavx512f",
+             "-mavx512bw", "-mavx512vl", "-mavx512bf16", f"-I{jax.ffi.include_dir()}"]
+    digest = hashlib.sha256(" ".join([compiler, *flags, jax.__version__]).encode())
+    for name in SOURCES + HEADERS:
+        digest.update((HERE / name).read_bytes())
+    out = _cache_dir() / f"ledex_cpu_kernels-{digest.hexdigest()[:16]}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        built = pathlib.Path(tmp) / out.name
+        cmd = [compiler, *flags, *(str(HERE / s) for s in SOURCES), "-o", str(built)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"building the CPU kernels failed ({compiler}):\n{result.stderr[-3000:]}")
+        os.replace(built, out)  # atomic: concurrent processes may each build; one file wins
+    return out
+
+
+@functools.cache
+def _load() -> str | None:
+    """Builds, loads and registers the kernels once; returns why they are unavailable, or None."""
+    if os.environ.get("LEDEX_JAX_CPU_KERNELS", "1") == "0":
+        return "disabled by LEDEX_JAX_CPU_KERNELS=0"
+    missing = CPU_FLAGS - _cpu_flags()
+    if missing:
+        return f"this CPU lacks {', '.join(sorted(missing))}"
+    try:
+        lib = ctypes.CDLL(str(compile_library()))
+    except (RuntimeError, OSError) as e:
+        log.warning("CPU kernels unavailable, using XLA's ops: %s", e)
+        return str(e)
+    if lib.LedexAmxRequestPermission() != 0:
+        return "Linux refused AMX tile state to this process (arch_prctl ARCH_REQ_XCOMP_PERM)"
+    for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    return None
+
+
+def unavailable_reason() -> str | None:
+    """None when the kernels run here (CPU backend, AMX CPU, library built, not switched off by
+    `enabled(False)`), else why not."""
+    if not _ENABLED.get():
+        return "switched off by kernels.build.enabled(False)"
+    if jax.default_backend() != "cpu":
+        return f"the backend is {jax.default_backend()}; these kernels are CPU-only"
+    return _load()
+
+
+def available() -> bool:
+    return unavailable_reason() is None
+
+
+@contextlib.contextmanager
+def enabled(flag: bool):
+    """Code traced inside uses the kernels only if `flag` (and they are available): how a caller
+    (e.g. `Sampler(cpu_kernels=False)`) keeps XLA's ops for its programs. It acts at trace time,
+    and `jax.jit` caches traces per function: give each setting its own jitted function (the
+    Sampler's are per instance)."""
+    token = _ENABLED.set(flag)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)

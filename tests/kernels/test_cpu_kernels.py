@@ -1,0 +1,115 @@
+"""The CPU kernels (AMX matmul, decode attention) against XLA's ops, and the sampler with and
+without them. They need an AMX CPU (Sapphire Rapids or newer) and a C++ compiler; elsewhere these
+tests skip and the code keeps XLA's ops (`kernels.build.available()`)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ledex_jax.kernels import amx, build
+from ledex_jax.kernels import attention as decode_attention
+from ledex_jax.models import build_model, get_preset
+from ledex_jax.models import layers as L
+from ledex_jax.sampling import Sampler
+
+pytestmark = pytest.mark.skipif(not build.available(), reason=f"CPU kernels: {build.unavailable_reason()}")
+
+RNG = np.random.default_rng(0)
+
+
+def bf16(shape, scale=1.0):
+    return jnp.asarray(RNG.standard_normal(shape) * scale, jnp.bfloat16)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 576, 1536), (5, 64, 100), (16, 32, 16), (17, 576, 192), (40, 1536, 576),
+                                   (100, 96, 200)])
+@pytest.mark.parametrize("out_dtype", [jnp.float32, jnp.bfloat16])
+def test_amx_matmul_matches_xla(m, k, n, out_dtype):
+    x, w = bf16((m, k)), bf16((k, n), 0.1)
+    got = jax.jit(lambda x, p: amx.matmul(x, p, n, out_dtype))(x, jax.jit(amx.pack)(w))
+    want = jnp.dot(x, w, preferred_element_type=jnp.float32)
+    assert got.dtype == out_dtype and got.shape == (m, n)
+    if out_dtype == jnp.float32:  # same products, another summation order
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    else:  # rounded once from (nearly) the same float32 value: at most one bf16 step apart
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want.astype(jnp.bfloat16), np.float32),
+                                   rtol=2 ** -7, atol=1e-6)
+
+
+def test_packed_weight_applies_like_matmul():
+    x = bf16((2, 3, 4, 32))  # [B, T, heads, head_dim]: o_proj contracts two axes
+    w = bf16((4, 32, 96), 0.1)
+    got = jax.jit(lambda x, w: amx.PackedWeight.of(w, 2).apply(x))(x, w)
+    want = L.matmul("bthd,hde->bte", x, w)
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=2 ** -7, atol=1e-6)
+    with pytest.raises(ValueError, match="trailing input dims"):
+        amx.PackedWeight.of(w, 2).apply(x[..., :16])
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match="not a multiple of 32"):
+        amx.pack(jnp.zeros((48, 16), jnp.bfloat16))
+    packed = amx.pack(jnp.zeros((64, 16), jnp.bfloat16))
+    with pytest.raises(ValueError, match="2-D bfloat16"):
+        amx.matmul(jnp.zeros((2, 64), jnp.float32), packed, 16)
+    with pytest.raises(ValueError, match="do not match"):
+        amx.matmul(jnp.zeros((2, 32), jnp.bfloat16), packed, 16)
+
+
+@pytest.mark.parametrize("b,h,hkv,s,d", [(16, 9, 3, 176, 64), (1, 4, 4, 33, 32), (3, 8, 1, 37, 128), (2, 4, 2, 300, 256)])
+def test_decode_attention_matches_xla(b, h, hkv, s, d):
+    q, k, v = bf16((b, 1, h, d)), bf16((b, hkv, s, d)), bf16((b, hkv, s, d))
+    visible = jnp.asarray(RNG.random((b, 1, 1, 1, s)) < 0.6).at[0].set(False)  # row 0 sees nothing
+    got = jax.jit(lambda *a: decode_attention.decode_attention(*a, d ** -0.5))(q, k, v, visible)
+    want = jax.jit(lambda *a: L.dot_attention(*a, d ** -0.5))(q, k, v, visible)
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=2 ** -7, atol=2 ** -9)
+
+
+def test_decode_attention_rejects_several_tokens():
+    q, k = bf16((1, 2, 4, 32)), bf16((1, 4, 8, 32))
+    with pytest.raises(ValueError, match="one new token"):
+        decode_attention.decode_attention(q, k, k, jnp.ones((1, 1, 1, 2, 8), bool), 1.0)
+
+
+def kernel_sized(name):
+    """A tiny preset with head_dim 32 and sizes the kernels take, computing in bfloat16."""
+    return build_model(get_preset(name, hidden_size=128, intermediate_size=256, num_heads=4,
+                                  dtype="bfloat16", param_dtype="bfloat16"), seed=3)
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gpt_bigcode"])
+def test_cached_forward_uses_the_attention_kernel_only_when_enabled(name):
+    model = kernel_sized(name)
+    ids = jnp.asarray([[5, 6, 7, 8], [9, 10, 11, 12]], jnp.int32)
+    cache = model.init_cache(2, 8)
+    mask = jnp.ones((2, 8), jnp.int32)
+
+    outputs = {}
+    for flag in (True, False):
+        def step(model, cache):  # a new function per flag: jit caches traces per function
+            prefix = model.forward(ids[:, :3], mask, cache=cache)
+            return model.forward(ids[:, 3:], mask, cache=prefix.cache).logits
+
+        with build.enabled(flag):
+            lowered = jax.jit(step).lower(model, cache).as_text()
+            outputs[flag] = np.asarray(jax.jit(step)(model, cache))
+        assert ("ledex_decode_attention" in lowered) == flag
+    np.testing.assert_allclose(outputs[True], outputs[False], atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gpt_bigcode"])
+def test_sampler_with_kernels_matches_xla(name):
+    model = kernel_sized(name)
+    prompts = [[1, 5, 6, 7], [1, 9], [1, 3, 4, 5, 6, 7, 8, 9, 10, 11], [1, 200, 17]]
+    with_kernels = Sampler(model, max_prompt_len=16, cpu_kernels=True)
+    assert isinstance(with_kernels.layer_params.layers[0]["down_proj" if name == "tiny_llama" else "c_proj"],
+                      amx.PackedWeight)
+    a = with_kernels.generate(prompts, 12, greedy=True, eos_ids=[])
+    b = Sampler(model, max_prompt_len=16, cpu_kernels=False).generate(prompts, 12, greedy=True, eos_ids=[])
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=0.05)
+
+
+def test_sampler_refuses_kernels_it_cannot_use():
+    with pytest.raises(ValueError, match="bfloat16 model"):
+        Sampler(build_model(get_preset("tiny_llama")), cpu_kernels=True)
