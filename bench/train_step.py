@@ -1,6 +1,7 @@
 """Training throughput: our compiled SFT step vs transformers + PyTorch AdamW, same model shape and batch.
 
     python bench/train_step.py [--preset smollm2_135m] [--batch 4] [--seq 512] [--steps 5] [--dtype bfloat16]
+                               [--remat attention] [--scan_layers false]
 
 Each framework runs in its own subprocess (so peak RSS is its own); both keep float32 weights and
 AdamW state, compute in --dtype (torch: autocast), and take a full causal-LM loss over the batch.
@@ -36,7 +37,7 @@ def run_ours(args):
     from ledex_jax.sft.train_step import make_train_step
     from ledex_jax.training.train_state import batch_sharding, create_train_state
 
-    cfg = get_preset(args.preset, remat_policy=args.remat, dtype=args.dtype)
+    cfg = get_preset(args.preset, remat_policy=args.remat, dtype=args.dtype, scan_layers=args.scan_layers == "true")
     ids = batch_arrays(args.batch, args.seq, cfg.vocab_size)
     batch = dict(inputs=ids, targets=np.roll(ids, -1, 1), loss_mask=np.ones(ids.shape, np.float32),
                  segment_ids=np.ones(ids.shape, np.int32),
@@ -133,6 +134,8 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--remat", default="attention")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--scan_layers", default="true", choices=["true", "false"],
+                   help="false: unrolled layers (ModelConfig.scan_layers; faster for bf16 on CPU)")
     p.add_argument("--framework", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.framework:
@@ -140,12 +143,13 @@ def main():
     results = {}
     for fw in ("ours", "torch"):
         cmd = [sys.executable, __file__, "--framework", fw, "--preset", args.preset, "--batch", str(args.batch),
-               "--seq", str(args.seq), "--steps", str(args.steps), "--remat", args.remat, "--dtype", args.dtype]
+               "--seq", str(args.seq), "--steps", str(args.steps), "--remat", args.remat, "--dtype", args.dtype,
+               "--scan_layers", args.scan_layers]
         env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
         results[fw] = json.loads(out.strip().splitlines()[-1])
     print(f"{args.preset}, batch {args.batch} x {args.seq} tokens, {args.dtype} compute, float32 AdamW, "
-          f"remat {args.remat}, load {os.getloadavg()[0]:.2f}")
+          f"remat {args.remat}, scan_layers {args.scan_layers}, load {os.getloadavg()[0]:.2f}")
     peak = peak_flops()
     print(f"{'':24}{'ledex_jax':>14}{'torch+HF':>14}")
     for key, fmt in (("tokens_per_s", "{:14.1f}"), ("tflops_per_s", "{:14.2f}"), ("median_step_s", "{:14.3f}"),
@@ -155,7 +159,8 @@ def main():
     if peak:
         print(f"{'mfu':24}" + "".join(f"{results[fw]['tflops_per_s'] * 1e12 / peak:14.3f}" for fw in ("ours", "torch")))
     ours, anchor = results["ours"]["tokens_per_s"], results["torch"]["tokens_per_s"]
-    print(f"RESULT train_step ours={ours:.1f} anchor={anchor:.1f} ratio={ours / anchor:.2f}")
+    name = "train_step" if args.dtype == "float32" else f"train_step_{args.dtype}"
+    print(f"RESULT {name} ours={ours:.1f} anchor={anchor:.1f} ratio={ours / anchor:.2f}")
 
 
 if __name__ == "__main__":

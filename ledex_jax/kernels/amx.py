@@ -52,6 +52,43 @@ def matmul(x, packed, n: int, out_dtype=jnp.float32) -> jax.Array:
     return jax.ffi.ffi_call(TARGET, out)(x, packed)
 
 
+def _pad_rows(x, multiple: int):
+    return jnp.pad(x, ((0, -x.shape[0] % multiple), (0, 0)))
+
+
+def weight_grad(a, b):
+    """a^T b: [tokens, in] x [tokens, out] bfloat16 -> float32 [in, out] (a weight gradient).
+    Zero tokens pad the contraction to whole blocks."""
+    a, b = _pad_rows(a, K_BLOCK), _pad_rows(b, K_BLOCK)
+    return matmul(a.T, pack(b), b.shape[1])
+
+
+@jax.custom_vjp
+def dense(x, w):
+    """x [M, K] @ w [K, N], bfloat16 -> float32, differentiable: the weight is packed on every call
+    (one pass over it), so it suits weights that change (training). Backward products take the
+    cotangent in bfloat16 (see `layers.lowp_einsum`)."""
+    return matmul(_pad_cols(x), pack(_pad_rows(w, K_BLOCK)), w.shape[1])
+
+
+def _pad_cols(x):
+    return jnp.pad(x, ((0, 0), (0, -x.shape[1] % K_BLOCK)))
+
+
+def _dense_fwd(x, w):
+    return dense(x, w), (x, w)
+
+
+def _dense_bwd(residuals, ct):
+    x, w = residuals
+    ct = ct.astype(jnp.bfloat16)
+    dx = matmul(_pad_cols(ct), pack(_pad_rows(w.T, K_BLOCK)), w.shape[0], x.dtype)
+    return dx, weight_grad(x, ct).astype(w.dtype)
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
+
+
 @jax.tree_util.register_pytree_node_class
 class PackedWeight:
     """A projection weight [in..., out...] packed once for `matmul`; `apply` has the semantics of

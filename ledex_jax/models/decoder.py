@@ -58,7 +58,7 @@ class DecoderLM(nnx.Module):
         h = L.constrain_hidden(self.embed(input_ids, positions, dtype))
         block = self.make_block(positions)
         h, new_kv = L.scan_layers(lambda h, p, kv: block(h, p, kv, visible, end), h,
-                                  self.layers.arrays(dtype), cache, cfg.remat_policy)
+                                  self.layers.arrays(None), cache, cfg.remat_policy, dtype, cfg.scan_layers)
         h = self.final_norm(h)
         logits = L.logits_matmul(h, self.unembedding().astype(dtype))
         logits = constrain(logits, ("batch", "length", "act_vocab"))
@@ -70,6 +70,7 @@ class StackedLayers(nnx.Module):
     """Base for a family's stacked per-layer weights (leading `layers` axis on every Param)."""
 
     def arrays(self, dtype) -> dict[str, jax.Array]:
+        """The stacked weights, cast to `dtype` (None: as stored)."""
         return L.values({k: v for k, v in vars(self).items() if isinstance(v, nnx.Param)}, dtype)
 
 
@@ -97,12 +98,12 @@ def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
 
 
 def project_out(attn, p):
-    # Contract (heads, head_dim) in storage order: jnp.einsum emits them as (head_dim, heads),
-    # and XLA:CPU then transposes o_proj and the activations on every call.
+    # One 2-D product over (heads x head_dim) in storage order: a two-axis einsum contracts them
+    # as (head_dim, heads), and XLA:CPU then transposes o_proj and the activations on every call.
     if isinstance(p["o_proj"], L.DECODE_LAYOUTS):
         y = p["o_proj"].apply(attn)
     else:
         b, t, h, d = attn.shape
-        y = jax.lax.dot_general(attn.reshape(b * t, h, d), p["o_proj"], (((1, 2), (0, 1)), ((), ())),
-                                preferred_element_type=jnp.float32).astype(attn.dtype).reshape(b, t, -1)
+        w = p["o_proj"]
+        y = L.matmul("ni,ie->ne", attn.reshape(b * t, h * d), w.reshape(h * d, w.shape[-1])).reshape(b, t, -1)
     return y + p["o_bias"] if "o_bias" in p else y

@@ -6,6 +6,7 @@ and the math is easy to check against Hugging Face.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -179,7 +180,67 @@ def matmul(spec: str, x, w):
     """
     if isinstance(w, DECODE_LAYOUTS):
         return w.apply(x)
-    return _flat_einsum(spec, x, w).astype(x.dtype)
+    if x.dtype == jnp.float32:
+        return _flat_einsum(spec, x, w).astype(x.dtype)
+    return lowp_einsum(spec, x, w, x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def lowp_einsum(spec: str, x, w, out_dtype):
+    """einsum of low-precision (bf16) operands accumulated in float32, returned in out_dtype, whose
+    backward products also take low-precision operands: the output's cotangent is cast to x's
+    dtype first. JAX's own transpose multiplies the float32 cotangent with the bf16 operand, and
+    XLA:CPU runs such mixed products in float32 without its AMX path (bf16 SmolLM2 train step:
+    products 2x slower). For a bf16 output the cast is exact (its cotangent is bf16-valued); for
+    float32 logits/scores it rounds the cotangent to bf16, as mixed-precision training does
+    (torch autocast's bf16 logits; flash attention's bf16 dS).
+
+    spec: "x_axes,w_axes->out_axes" where every axis of x and w also appears in w/out or x/out.
+    """
+    return _flat_einsum(spec, x, w).astype(out_dtype)
+
+
+def _lowp_einsum_fwd(spec, x, w, out_dtype):
+    return lowp_einsum(spec, x, w, out_dtype), (x, w)
+
+
+def _lowp_einsum_bwd(spec, out_dtype, residuals, ct):
+    x, w = residuals
+    (xs, ws), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    ct = ct.astype(x.dtype)
+    dx = _flat_einsum(f"{out},{ws}->{xs}", ct, w).astype(x.dtype)
+    dw = _merged_lead_einsum(f"{xs},{out}->{ws}", x, ct).astype(w.dtype)
+    return dx, dw
+
+
+lowp_einsum.defvjp(_lowp_einsum_fwd, _lowp_einsum_bwd)
+
+
+def _merged_lead_einsum(spec: str, a, b):
+    """einsum whose operands share leading axes that are summed away (a weight gradient over
+    batch and length): those are merged into one first, so XLA:CPU gets a 2-D product instead
+    of transposing [B, T, ...] activations (see `matmul`)."""
+    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    n = 0
+    while n < min(len(sa), len(sb)) and sa[n] == sb[n] and sa[n] not in out:
+        n += 1
+    if n < 2:
+        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+    a2, b2 = a.reshape(-1, *a.shape[n:]), b.reshape(-1, *b.shape[n:])
+    if jax.default_backend() == "cpu" and out == sa[n:] + sb[n:]:
+        y = _cpu_weight_grad(a2.reshape(a2.shape[0], -1), b2.reshape(b2.shape[0], -1))
+        return y.reshape(a.shape[n:] + b.shape[n:])
+    return jnp.einsum(f"N{sa[n:]},N{sb[n:]}->{out}", a2, b2, preferred_element_type=jnp.float32)
+
+
+def _cpu_weight_grad(a, b):
+    """a^T b for [tokens, in] x [tokens, out] in float32. XLA:CPU multiplies bf16 operands in this
+    form (contracting their major axis) at ~280 GFLOP/s, 5x below its other forms, and inside a
+    training step can reject it outright; the AMX kernel takes a^T and b in its tile layout
+    (990 GFLOP/s with the transposes, SmolLM2 shapes). Without the kernels: float32 operands."""
+    if a.dtype == jnp.bfloat16 and amx.available():
+        return amx.weight_grad(a, b)
+    return jnp.einsum("Ni,No->io", a.astype(jnp.float32), b.astype(jnp.float32))
 
 
 def _flat_einsum(spec: str, x, w, preferred_element_type=jnp.float32):
@@ -195,8 +256,14 @@ def _flat_einsum(spec: str, x, w, preferred_element_type=jnp.float32):
 
 
 def logits_matmul(h, w):
-    """LM head [B, T, E] x [E, V] -> float32 logits (2-D product, see `matmul`)."""
-    return _flat_einsum("bte,ev->btv", h, w)
+    """LM head [B, T, E] x [E, V] -> float32 logits (2-D product, see `matmul`; bf16 operands:
+    `lowp_einsum`)."""
+    if h.dtype == jnp.float32:
+        return _flat_einsum("bte,ev->btv", h, w)
+    if h.dtype == jnp.bfloat16 and jax.default_backend() == "cpu" and amx.available():
+        # XLA:CPU runs this vocabulary-sized bf16 product (and its input gradient) in float32.
+        return amx.dense(h.reshape(-1, h.shape[-1]), w).reshape(*h.shape[:-1], w.shape[-1])
+    return lowp_einsum("bte,ev->btv", h, w, jnp.float32)
 
 
 def dot_attention(q, k, v, visible, scale):
@@ -209,7 +276,11 @@ def dot_attention(q, k, v, visible, scale):
     hkv = k.shape[1]
     k, v = k.astype(q.dtype), v.astype(q.dtype)  # a float32 cache under a bfloat16 model
     q = q.reshape(b, t, hkv, h // hkv, d).transpose(0, 2, 3, 1, 4)  # [B,Hkv,G,T,D]
-    logits = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    if q.dtype == jnp.float32:
+        logits = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+    else:
+        logits = lowp_einsum("bkgtd,bksd->bkgts", q, k, jnp.float32)
+    logits = logits * scale
     logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = matmul("bkgts,bksd->bkgtd", probs, v)
@@ -270,10 +341,15 @@ _REMAT = {
 }
 
 
-def scan_layers(block: Callable, h, layer_params: dict, cache: KVCache | None, remat_policy: str):
+def scan_layers(block: Callable, h, layer_params: dict, cache: KVCache | None, remat_policy: str,
+                dtype=None, scan: bool = True):
     """Runs `block(h, params_i, (k_i, v_i) | None) -> (h, (k_i, v_i) | None)` over stacked layers.
 
-    One compiled layer body regardless of depth; optional rematerialisation per layer.
+    scan: one compiled layer body regardless of depth (else a Python loop, `ModelConfig.scan_layers`);
+    optional rematerialisation per layer. Weights
+    are cast to `dtype` one layer at a time inside the loop, so the backward pass stacks their
+    gradients in the stored (float32) dtype: XLA:CPU writes a bfloat16 [L, ...] gradient by
+    converting the whole stack to float32 and back on every layer (bf16 train step 1.4x slower).
     """
     body = block
     if remat_policy not in ("none", "attention"):  # "attention": see `attention_for`
@@ -281,17 +357,24 @@ def scan_layers(block: Callable, h, layer_params: dict, cache: KVCache | None, r
 
     def step(carry, xs):
         params_i, kv_i = xs
+        if dtype is not None:
+            params_i = {name: x.astype(dtype) for name, x in params_i.items()}
         carry, kv_i = body(carry, params_i, kv_i)
         return carry, kv_i
 
     kv = (cache.k, cache.v) if cache is not None else None
-    h, new_kv = jax.lax.scan(step, h, (layer_params, kv))
-    return h, new_kv
+    if scan:
+        return jax.lax.scan(step, h, (layer_params, kv))
+    outputs = []
+    for i in range(jax.tree.leaves(layer_params)[0].shape[0]):
+        h, kv_i = step(h, jax.tree.map(lambda x: x[i], (layer_params, kv)))
+        outputs.append(kv_i)
+    return h, None if kv is None else jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
 
 
-def values(module_params: dict[str, nnx.Param], dtype) -> dict[str, jax.Array]:
-    """Raw arrays of a dict of Params, cast to the compute dtype."""
-    return {name: p[...].astype(dtype) for name, p in module_params.items()}
+def values(module_params: dict[str, nnx.Param], dtype=None) -> dict[str, jax.Array]:
+    """Raw arrays of a dict of Params, cast to `dtype` (None: as stored)."""
+    return {name: p[...] if dtype is None else p[...].astype(dtype) for name, p in module_params.items()}
 
 
 def embedding_lookup(table, ids, dtype, rows_axis="vocab"):

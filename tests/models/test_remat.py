@@ -1,4 +1,5 @@
-"""Remat policies change what the backward pass stores, never the gradients."""
+"""Remat policies and unrolled layers change what the backward pass stores and how layers are
+compiled, never the gradients."""
 import jax
 from jax._src.ad_checkpoint import saved_residuals  # public only as print_saved_residuals
 import jax.numpy as jnp
@@ -12,8 +13,8 @@ from ledex_jax.models.config import REMAT_POLICIES
 T = 24
 
 
-def loss_fn(policy):
-    model = build_model(get_preset("tiny_llama", remat_policy=policy))
+def loss_fn(policy, scan_layers=True):
+    model = build_model(get_preset("tiny_llama", remat_policy=policy, scan_layers=scan_layers))
     graphdef, params = nnx.split(model)
     ids = jnp.asarray(np.random.default_rng(0).integers(3, 200, (2, T)), jnp.int32)
 
@@ -30,6 +31,17 @@ def test_gradients_match_no_remat(policy):
     ref, got = jax.grad(ref_loss)(params), jax.grad(loss)(params)
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)))
     assert diff < 1e-6
+
+
+@pytest.mark.parametrize("policy", ["none", "attention", "full"])
+def test_unrolled_layers_match_scan(policy):
+    ref_loss, params = loss_fn(policy)
+    loss, _ = loss_fn(policy, scan_layers=False)
+    assert abs(float(ref_loss(params)) - float(loss(params))) < 1e-6
+    ref, got = jax.grad(ref_loss)(params), jax.grad(loss)(params)
+    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)))
+    assert diff < 1e-6
+    assert "while" not in jax.jit(jax.grad(loss)).lower(params).as_text()  # really unrolled
 
 
 def _score_residuals(policy):
