@@ -65,7 +65,10 @@ def compile_library() -> pathlib.Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         built = pathlib.Path(tmp) / out.name
         cmd = [compiler, *flags, *(str(HERE / s) for s in SOURCES), "-o", str(built)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as e:
+            raise RuntimeError(f"building the CPU kernels failed: cannot run {compiler}: {e}") from e
         if result.returncode != 0:
             raise RuntimeError(f"building the CPU kernels failed ({compiler}):\n{result.stderr[-3000:]}")
         os.replace(built, out)  # atomic: concurrent processes may each build; one file wins

@@ -346,10 +346,10 @@ def scan_layers(block: Callable, h, layer_params: dict, cache: KVCache | None, r
     """Runs `block(h, params_i, (k_i, v_i) | None) -> (h, (k_i, v_i) | None)` over stacked layers.
 
     scan: one compiled layer body regardless of depth (else a Python loop, `ModelConfig.scan_layers`);
-    optional rematerialisation per layer. Weights
-    are cast to `dtype` one layer at a time inside the loop, so the backward pass stacks their
-    gradients in the stored (float32) dtype: XLA:CPU writes a bfloat16 [L, ...] gradient by
-    converting the whole stack to float32 and back on every layer (bf16 train step 1.4x slower).
+    optional rematerialisation per layer. Weights are cast to `dtype` one layer at a time inside
+    the loop, so the backward pass stacks their gradients in the stored (float32) dtype: XLA:CPU
+    writes a bfloat16 [L, ...] gradient by converting the whole stack to float32 and back on every
+    layer (bf16 train step 1.4x slower).
     """
     body = block
     if remat_policy not in ("none", "attention"):  # "attention": see `attention_for`
