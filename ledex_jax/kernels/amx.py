@@ -1,9 +1,11 @@
 """bfloat16 products on Intel AMX tiles for JAX on CPU (`amx_matmul.cc`, an XLA FFI custom call).
 
-XLA:CPU does not use AMX for bfloat16 dots: on a 2-core Sapphire Rapids its products of
-SmolLM2-135M decode shapes run at 20-45 GFLOP/s, the tiles at 350-800 GFLOP/s on one core. The
-sampler's CPU decode path uses this kernel when the model computes in bfloat16 and the CPU has
-AMX; everything else keeps XLA's products.
+XLA:CPU's bf16 products with few rows are slow here (2-core Sapphire Rapids, SmolLM2-135M decode
+shapes: 16 x 576 x 1536 in 0.20 ms vs the kernel's 0.05; 1 row 0.42 vs 0.026 ms); with hundreds
+of rows its own are as fast, except the weight-gradient form (both operands contracting their
+token axis: ~280 GFLOP/s vs ~990 here) and the vocabulary-sized LM head, which it runs in float32.
+Used by the sampler's CPU decode path for bfloat16 models (`packed.PackedWeight`) and, in bf16
+training on CPU, for weight gradients and the LM head (`weight_grad`, `dense`).
 
 Built on first use (`build.py`); `available()` is False, with the reason in
 `unavailable_reason()`, where it cannot run.
@@ -87,33 +89,3 @@ def _dense_bwd(residuals, ct):
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)
-
-
-@jax.tree_util.register_pytree_node_class
-class PackedWeight:
-    """A projection weight [in..., out...] packed once for `matmul`; `apply` has the semantics of
-    `L.matmul` with the unpacked weight (x's dtype out, float32 accumulation)."""
-
-    def __init__(self, packed, ins: tuple[int, ...], outs: tuple[int, ...]):
-        self.packed, self.ins, self.outs = packed, tuple(ins), tuple(outs)
-
-    @classmethod
-    def of(cls, w, contracted: int) -> "PackedWeight":
-        ins, outs = w.shape[:contracted], w.shape[contracted:]
-        k, n = int(np.prod(ins)), int(np.prod(outs))
-        return cls(pack(w.reshape(k, n)), ins, outs)
-
-    def apply(self, x):
-        c = len(self.ins)
-        if tuple(x.shape[x.ndim - c:]) != self.ins:
-            raise ValueError(f"PackedWeight expects trailing input dims {self.ins}, got {x.shape}")
-        lead = x.shape[:x.ndim - c]
-        y = matmul(x.reshape(-1, int(np.prod(self.ins))), self.packed, int(np.prod(self.outs)), x.dtype)
-        return y.reshape(*lead, *self.outs)
-
-    def tree_flatten(self):
-        return (self.packed,), (self.ins, self.outs)
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(children[0], *aux)

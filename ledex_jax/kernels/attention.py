@@ -1,5 +1,5 @@
-"""Attention of one new token over a bfloat16 KV cache on CPU (`decode_attention.cc`, an XLA FFI
-custom call).
+"""Attention of one new token over a bfloat16 or float32 KV cache on CPU (`decode_attention.cc`,
+an XLA FFI custom call).
 
 XLA:CPU runs decode attention as B x Hkv tiny batched products: for SmolLM2-135M at batch 16 its
 two products took 0.35 ms per layer, a third of the whole bf16 decode step once the projections
@@ -19,10 +19,10 @@ TARGET = "ledex_decode_attention"
 
 
 def applies(q, k, v) -> bool:
-    """One new token, bfloat16 q/k/v, a supported head size, no multi-device mesh (the custom
-    call has no sharding rule) and the kernels built for this CPU."""
+    """One new token, q/k/v all bfloat16 or all float32, a supported head size, no multi-device
+    mesh (the custom call has no sharding rule) and the kernels built for this CPU."""
     active = active_mesh()
-    return (q.shape[1] == 1 and all(x.dtype == jnp.bfloat16 for x in (q, k, v))
+    return (q.shape[1] == 1 and q.dtype in (jnp.bfloat16, jnp.float32) and k.dtype == v.dtype == q.dtype
             and q.shape[-1] % 32 == 0 and q.shape[-1] <= 256
             and (active is None or active[0].size == 1) and available())
 
@@ -38,6 +38,6 @@ def decode_attention(q, k, v, visible, scale: float):
     if not available():
         raise RuntimeError(f"decode_attention: the CPU kernels are unavailable ({unavailable_reason()})")
     grouped = q.reshape(b, hkv, h // hkv, d)  # head i = kv head i // G, as in dot_attention
-    out = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(grouped.shape, jnp.bfloat16))(
+    out = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(grouped.shape, q.dtype))(
         grouped, k, v, visible.reshape(b, s), scale=np.float32(scale))
     return out.reshape(b, 1, h, d)

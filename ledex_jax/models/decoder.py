@@ -92,7 +92,7 @@ def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
     if kv is not None:
         kv = L.update_cache(*kv, k, v, cache_end)
         k, v = kv
-        if decode_attention.applies(q, k, v):  # one token over a bf16 cache on an AMX CPU
+        if decode_attention.applies(q, k, v):  # one token over the cache, CPU kernel
             return decode_attention.decode_attention(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
     return L.attention_for(cfg.remat_policy)(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
 

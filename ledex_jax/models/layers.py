@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ledex_jax.kernels import amx
+from ledex_jax.kernels.packed import PackedWeight
 from ledex_jax.sharding import constrain
 
 
@@ -148,7 +149,7 @@ class Transposed:
 
 
 # Weights re-laid out once for decoding (`sampling/loop.py:split_layers`); each has `apply(x)`.
-DECODE_LAYOUTS = (Transposed, amx.PackedWeight)
+DECODE_LAYOUTS = (Transposed, PackedWeight)
 
 
 def cpu_min_rows(dtype) -> int:
@@ -171,7 +172,7 @@ def matmul(spec: str, x, w):
     it is what TPUs/GPUs do anyway, and XLA:CPU runs bf16 x bf16 -> f32 products on its fast
     (AMX/avx512-bf16) path but bf16 -> bf16 ones ~8x slower (measured, batch 16).
 
-    `w` may be a decode-layout weight (`Transposed`, `amx.PackedWeight`): same result.
+    `w` may be a decode-layout weight (`DECODE_LAYOUTS`): same result.
 
     Leading axes of x that w lacks (batch, length) are merged into one before the product: XLA:CPU
     runs the 2-D forms of a training step's products faster (SmolLM2's MLP forward + backward 1.9x,

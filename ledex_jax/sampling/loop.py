@@ -13,8 +13,8 @@ Two decode bodies with identical results:
   cache buffers. XLA:CPU copies every dynamic slice of a scanned weight or cache each step and
   rebuilds the stacked cache; unrolled, weights are read in place and each step writes one slot.
   Its projection weights are re-laid out once by `split_layers`: [out, in] (`L.Transposed`), or
-  packed for the AMX kernel (`kernels/amx.py`, bfloat16 on AMX CPUs, LM head included); the
-  prompt then goes through the same body, so prefill uses the kernel too.
+  packed for the CPU kernels (`kernels/amx.py` for bfloat16, `kernels/f32.py` for float32; LM
+  head included); the prompt then goes through the same body, so prefill uses them too.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ledex_jax.kernels import amx
+from ledex_jax.kernels.packed import PackedWeight
 from ledex_jax.models import layers as L
 from ledex_jax.sampling.processors import Mode, choose, raw_logprob, step_keys
 from ledex_jax.sharding import constrain
@@ -61,24 +62,26 @@ _CONTRACTED = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_proj": 
 
 
 class DecodeWeights(NamedTuple):
-    """`split_layers`' result: per-layer weight dicts and, with the AMX kernel, the packed LM head."""
+    """`split_layers`' result: per-layer weight dicts and, with the CPU kernels, the packed LM head."""
     layers: tuple
-    lm_head: amx.PackedWeight | None
+    lm_head: PackedWeight | None
 
 
-def split_layers(model, use_amx: bool = False) -> DecodeWeights:
+def split_layers(model, use_kernels: bool = False) -> DecodeWeights:
     """Per-layer weights (in the compute dtype) for the unrolled body, each projection in its
-    decode layout: packed for the AMX kernel when `use_amx` (and its input size allows), else
-    the output-first layout XLA:CPU multiplies fastest (`L.Transposed`)."""
-    dtype = model.config.jnp_dtype
-    if use_amx and jnp.dtype(dtype) != jnp.bfloat16:
-        raise ValueError(f"split_layers: the AMX kernel computes in bfloat16, the model in {dtype}")
+    decode layout: packed for the CPU kernels when `use_kernels` (AMX for bfloat16, AVX-512 for
+    float32; where the input size allows), else the output-first layout XLA:CPU multiplies
+    fastest (`L.Transposed`)."""
+    dtype = jnp.dtype(model.config.jnp_dtype)
+    kind = {jnp.dtype(jnp.bfloat16): "amx", jnp.dtype(jnp.float32): "f32"}.get(dtype) if use_kernels else None
+    if use_kernels and kind is None:
+        raise ValueError(f"split_layers: the CPU kernels compute in bfloat16 or float32, the model in {dtype}")
     stacked = model.layers.arrays(dtype)
     min_rows = L.cpu_min_rows(dtype)
 
     def relaid(w, contracted):
-        if use_amx and amx.packable(math.prod(w.shape[:contracted])):
-            return amx.PackedWeight.of(w, contracted)
+        if kind == "f32" or (kind == "amx" and amx.packable(math.prod(w.shape[:contracted]))):
+            return PackedWeight.of(w, contracted, kind)
         return L.Transposed.of(w, contracted, min_rows)
 
     def layer(i):
@@ -88,8 +91,8 @@ def split_layers(model, use_amx: bool = False) -> DecodeWeights:
                 p[name] = relaid(p[name], contracted)
         return p
 
-    head = model.unembedding().astype(dtype)  # [E, V]
-    lm_head = amx.PackedWeight.of(head, 1) if use_amx and amx.packable(head.shape[0]) else None
+    head = relaid(model.unembedding().astype(dtype), 1)  # [E, V]
+    lm_head = None if isinstance(head, L.Transposed) else head
     return DecodeWeights(tuple(layer(i) for i in range(model.config.num_layers)), lm_head)
 
 
@@ -97,7 +100,7 @@ def _lm_logits(model, hidden, weights: DecodeWeights | None = None):
     """f32 logits for one position [B, E] -> [B, V]; the model's full-length logits are never
     used, so XLA drops them (prefill would otherwise build a [B, P, V] tensor)."""
     if weights is not None and weights.lm_head is not None:
-        return amx.matmul(hidden, weights.lm_head.packed, model.config.vocab_size)
+        return weights.lm_head.product(hidden)
     w = model.unembedding().astype(hidden.dtype)  # [E, V]
     return L.product_nt(hidden, w.T, L.cpu_min_rows(hidden.dtype))
 

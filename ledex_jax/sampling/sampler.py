@@ -91,9 +91,9 @@ class Sampler:
         `loop.py`; keeps a second, per-layer copy of the weights; compile time grows with depth).
         Default: on CPU only. On one H200 it was also faster for SmolLM2-135M (8.5k vs 5.7k
         tok/s at batch 16, float32), so it is worth trying for small models on GPU too.
-      cpu_kernels: run the unrolled products on Intel AMX tiles and decode attention in an
-        AVX-512 kernel (`ledex_jax/kernels`; bfloat16 models only). Default: when the model
-        computes in bfloat16, the CPU has AMX, the kernels build, and there is no multi-device
+      cpu_kernels: run the unrolled products in the CPU kernels (`ledex_jax/kernels`: AMX tiles
+        for bfloat16, AVX-512 for float32) and bf16 decode attention in its AVX-512 kernel.
+        Default: on CPU when the kernels build here (an AMX CPU) and there is no multi-device
         mesh (the kernels have no sharding rule). False keeps XLA's ops.
     """
 
@@ -118,7 +118,7 @@ class Sampler:
         self.cpu_kernels = self._cpu_kernels(cpu_kernels)
         self.traces = collections.Counter()
         # graphdef is static (hashable); params and all arrays are traced; the decode state is donated.
-        split = lambda g, p: loop.split_layers(nnx.merge(g, p), use_amx=self.cpu_kernels)
+        split = lambda g, p: loop.split_layers(nnx.merge(g, p), use_kernels=self.cpu_kernels)
         self._split = jax.jit(self._counted("split_layers", split), static_argnums=(0,))
         self.prefill_fn = jax.jit(self._counted("prefill", loop.prefill), static_argnums=(0,),
                                   static_argnames=("mode", "max_new", "cache_dtype"))
@@ -144,13 +144,13 @@ class Sampler:
                 self.layer_params = self._split(graphdef, params)
 
     def _cpu_kernels(self, requested: bool | None) -> bool:
-        bf16 = jnp.dtype(self.config.jnp_dtype) == jnp.bfloat16
+        dtype_ok = jnp.dtype(self.config.jnp_dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
         single = self.mesh is None or self.mesh.size == 1
-        usable = self.unrolled and bf16 and single and kernels.available()
+        usable = self.unrolled and dtype_ok and single and kernels.available()
         if requested and not usable:
             raise ValueError(
-                "cpu_kernels=True needs unrolled decoding, a bfloat16 model, no multi-device mesh and "
-                f"the CPU kernels (unrolled={self.unrolled}, dtype={self.config.dtype}, mesh devices="
+                "cpu_kernels=True needs unrolled decoding, a bfloat16 or float32 model, no multi-device mesh "
+                f"and the CPU kernels (unrolled={self.unrolled}, dtype={self.config.dtype}, mesh devices="
                 f"{1 if self.mesh is None else self.mesh.size}, kernels: {kernels.unavailable_reason() or 'available'})")
         return usable if requested is None else requested
 

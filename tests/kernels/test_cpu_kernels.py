@@ -1,4 +1,4 @@
-"""The CPU kernels (AMX matmul, decode attention) against XLA's ops, and the sampler with and
+"""The CPU kernels (AMX bf16 matmul, AVX-512 f32 matmul, decode attention) against XLA's ops, and the sampler with and
 without them. They need an AMX CPU (Sapphire Rapids or newer) and a C++ compiler; elsewhere these
 tests skip and the code keeps XLA's ops (`kernels.build.available()`)."""
 import jax
@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ledex_jax.kernels import amx, build
+from ledex_jax.kernels import amx, build, f32
+from ledex_jax.kernels.packed import PackedWeight
 from ledex_jax.kernels import attention as decode_attention
 from ledex_jax.models import build_model, get_preset
 from ledex_jax.models import layers as L
@@ -36,19 +37,32 @@ def test_amx_matmul_matches_xla(m, k, n, out_dtype):
                                    rtol=2 ** -7, atol=1e-6)
 
 
+@pytest.mark.parametrize("m,k,n", [(1, 576, 1536), (5, 64, 100), (16, 48, 16), (17, 576, 192), (40, 96, 33)])
+def test_f32_matmul_matches_xla(m, k, n):
+    x = jnp.asarray(RNG.standard_normal((m, k)), jnp.float32)
+    w = jnp.asarray(RNG.standard_normal((k, n)) * 0.1, jnp.float32)
+    got = jax.jit(lambda x, p: f32.matmul(x, p, n))(x, jax.jit(f32.pack)(w))
+    assert got.shape == (m, n)
+    np.testing.assert_allclose(got, x @ w, rtol=1e-5, atol=1e-5)
+    packed = PackedWeight.of(w.reshape(k, 1, n), 1, "f32")
+    np.testing.assert_allclose(packed.apply(x[None]), (x @ w)[None, :, None, :], rtol=1e-5, atol=1e-5)
+
+
 def test_packed_weight_applies_like_matmul():
     x = bf16((2, 3, 4, 32))  # [B, T, heads, head_dim]: o_proj contracts two axes
     w = bf16((4, 32, 96), 0.1)
-    got = jax.jit(lambda x, w: amx.PackedWeight.of(w, 2).apply(x))(x, w)
+    got = jax.jit(lambda x, w: PackedWeight.of(w, 2, "amx").apply(x))(x, w)
     want = L.matmul("bthd,hde->bte", x, w)
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=2 ** -7, atol=1e-6)
     with pytest.raises(ValueError, match="trailing input dims"):
-        amx.PackedWeight.of(w, 2).apply(x[..., :16])
+        PackedWeight.of(w, 2, "amx").apply(x[..., :16])
 
 
 def test_bad_inputs_name_the_problem():
     with pytest.raises(ValueError, match="not a multiple of 32"):
         amx.pack(jnp.zeros((48, 16), jnp.bfloat16))
+    with pytest.raises(ValueError, match="2-D float32"):
+        f32.matmul(jnp.zeros((2, 64), jnp.bfloat16), f32.pack(jnp.zeros((64, 16))), 16)
     packed = amx.pack(jnp.zeros((64, 16), jnp.bfloat16))
     with pytest.raises(ValueError, match="2-D bfloat16"):
         amx.matmul(jnp.zeros((2, 64), jnp.float32), packed, 16)
@@ -57,12 +71,15 @@ def test_bad_inputs_name_the_problem():
 
 
 @pytest.mark.parametrize("b,h,hkv,s,d", [(16, 9, 3, 176, 64), (1, 4, 4, 33, 32), (3, 8, 1, 37, 128), (2, 4, 2, 300, 256)])
-def test_decode_attention_matches_xla(b, h, hkv, s, d):
-    q, k, v = bf16((b, 1, h, d)), bf16((b, hkv, s, d)), bf16((b, hkv, s, d))
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_decode_attention_matches_xla(b, h, hkv, s, d, dtype):
+    q, k, v = (bf16(shape).astype(dtype) for shape in ((b, 1, h, d), (b, hkv, s, d), (b, hkv, s, d)))
     visible = jnp.asarray(RNG.random((b, 1, 1, 1, s)) < 0.6).at[0].set(False)  # row 0 sees nothing
     got = jax.jit(lambda *a: decode_attention.decode_attention(*a, d ** -0.5))(q, k, v, visible)
     want = jax.jit(lambda *a: L.dot_attention(*a, d ** -0.5))(q, k, v, visible)
-    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=2 ** -7, atol=2 ** -9)
+    assert got.dtype == dtype
+    tol = dict(rtol=2 ** -7, atol=2 ** -9) if dtype == jnp.bfloat16 else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), **tol)
 
 
 def test_decode_attention_rejects_several_tokens():
@@ -71,10 +88,10 @@ def test_decode_attention_rejects_several_tokens():
         decode_attention.decode_attention(q, k, k, jnp.ones((1, 1, 1, 2, 8), bool), 1.0)
 
 
-def kernel_sized(name):
-    """A tiny preset with head_dim 32 and sizes the kernels take, computing in bfloat16."""
+def kernel_sized(name, dtype="bfloat16"):
+    """A tiny preset with head_dim 32 and sizes the kernels take."""
     return build_model(get_preset(name, hidden_size=128, intermediate_size=256, num_heads=4,
-                                  dtype="bfloat16", param_dtype="bfloat16"), seed=3)
+                                  dtype=dtype, param_dtype=dtype), seed=3)
 
 
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_gpt_bigcode"])
@@ -98,18 +115,20 @@ def test_cached_forward_uses_the_attention_kernel_only_when_enabled(name):
 
 
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_gpt_bigcode"])
-def test_sampler_with_kernels_matches_xla(name):
-    model = kernel_sized(name)
+@pytest.mark.parametrize("dtype,kind,atol", [("bfloat16", "amx", 0.05), ("float32", "f32", 1e-4)])
+def test_sampler_with_kernels_matches_xla(name, dtype, kind, atol):
+    model = kernel_sized(name, dtype)
     prompts = [[1, 5, 6, 7], [1, 9], [1, 3, 4, 5, 6, 7, 8, 9, 10, 11], [1, 200, 17]]
     with_kernels = Sampler(model, max_prompt_len=16, cpu_kernels=True)
-    assert isinstance(with_kernels.layer_params.layers[0]["down_proj" if name == "tiny_llama" else "c_proj"],
-                      amx.PackedWeight)
+    weights = with_kernels.layer_params
+    assert weights.layers[0]["down_proj" if name == "tiny_llama" else "c_proj"].kind == kind
+    assert weights.lm_head.kind == kind
     a = with_kernels.generate(prompts, 12, greedy=True, eos_ids=[])
     b = Sampler(model, max_prompt_len=16, cpu_kernels=False).generate(prompts, 12, greedy=True, eos_ids=[])
     np.testing.assert_array_equal(a.tokens, b.tokens)
-    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=0.05)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=atol)
 
 
 def test_sampler_refuses_kernels_it_cannot_use():
-    with pytest.raises(ValueError, match="bfloat16 model"):
-        Sampler(build_model(get_preset("tiny_llama")), cpu_kernels=True)
+    with pytest.raises(ValueError, match="unrolled decoding"):
+        Sampler(build_model(get_preset("tiny_llama")), unrolled=False, cpu_kernels=True)
