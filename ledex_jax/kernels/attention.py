@@ -3,8 +3,9 @@ an XLA FFI custom call).
 
 XLA:CPU runs decode attention as B x Hkv tiny batched products: for SmolLM2-135M at batch 16 its
 two products took 0.35 ms per layer, a third of the whole bf16 decode step once the projections
-ran on AMX (`amx.py`). The kernel reads each row's cache once, in float32 arithmetic with the XLA
-path's rounding points (see the .cc), so results agree to bfloat16 precision.
+ran on AMX (`amx.py`); in float32 16 ms of a 65 ms step. The kernel reads each row's cache once,
+in float32 arithmetic with the XLA path's rounding points (see the .cc), so results agree to the
+inputs' precision.
 """
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ class Sampler:
         Default: on CPU only. On one H200 it was also faster for SmolLM2-135M (8.5k vs 5.7k
         tok/s at batch 16, float32), so it is worth trying for small models on GPU too.
       cpu_kernels: run the unrolled products in the CPU kernels (`ledex_jax/kernels`: AMX tiles
-        for bfloat16, AVX-512 for float32) and bf16 decode attention in its AVX-512 kernel.
+        for bfloat16, AVX-512 for float32) and decode attention in its AVX-512 kernel.
         Default: on CPU when the kernels build here (an AMX CPU) and there is no multi-device
         mesh (the kernels have no sharding rule). False keeps XLA's ops.
     """
