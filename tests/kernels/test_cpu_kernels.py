@@ -48,6 +48,22 @@ def test_f32_matmul_matches_xla(m, k, n):
     np.testing.assert_allclose(packed.apply(x[None]), (x @ w)[None, :, None, :], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("m,k,n", [(10, 40, 100), (64, 128, 256)])
+def test_amx_dense_and_its_gradients(m, k, n):
+    """The training-side product (LM head): ragged sizes are padded; gradients as float32 math
+    with a bf16-rounded cotangent."""
+    x, w = bf16((m, k)), bf16((k, n), 0.1)
+    probe = jnp.asarray(RNG.standard_normal((m, n)), jnp.float32)
+    got = jax.jit(amx.dense)(x, w)
+    np.testing.assert_allclose(got, jnp.dot(x, w, preferred_element_type=jnp.float32), rtol=1e-5, atol=1e-5)
+    ours = jax.jit(jax.grad(lambda x, w: jnp.sum(amx.dense(x, w) * probe), (0, 1)))(x, w)
+    ref = jax.grad(lambda x, w: jnp.sum(x.astype(jnp.float32) @ w.astype(jnp.float32)
+                                        * probe.astype(jnp.bfloat16).astype(jnp.float32)), (0, 1))(x, w)
+    for a, b in zip(ours, ref):
+        assert a.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=2e-2, atol=2e-2)
+
+
 def test_packed_weight_applies_like_matmul():
     x = bf16((2, 3, 4, 32))  # [B, T, heads, head_dim]: o_proj contracts two axes
     w = bf16((4, 32, 96), 0.1)
