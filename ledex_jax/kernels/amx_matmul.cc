@@ -6,8 +6,9 @@
 // the pair (w[32 kb + 2 r, 16 nb + c], w[32 kb + 2 r + 1, 16 nb + c]) -- the VNNI layout that
 // TDPBF16PS reads. Np is N rounded up to 64 (zero columns), so every work unit uses 4 C tiles.
 //
-// Why: XLA:CPU's bf16 products do not use AMX (YNNPACK/Eigen reach 20-250 GFLOP/s here); the
-// tiles do 600+ GFLOP/s on one core and stream decode-time weights at memory speed.
+// Why: XLA:CPU's bf16 products with few rows (decode) reach 20-140 GFLOP/s here, and its
+// weight-gradient form (both operands contracting their major axis) ~280; the tiles do 600+
+// GFLOP/s on one core and stream decode-time weights at memory speed.
 //
 // Work is split over (64-column chunk, 16-row block) units (`ledex::ParallelFor`).
 #include <immintrin.h>
