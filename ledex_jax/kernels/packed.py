@@ -12,6 +12,16 @@ from ledex_jax.kernels import amx, f32
 KINDS = {"amx": amx, "f32": f32}
 
 
+def apply_flat(x, ins, outs, product_2d, what: str):
+    """x [..., *ins] -> [..., *outs] through product_2d([rows, prod(ins)]) -> [rows, prod(outs)]:
+    how every decode-layout weight (`layers.Transposed`, `PackedWeight`) is applied."""
+    ins, c = tuple(ins), len(ins)
+    if tuple(x.shape[x.ndim - c:]) != ins:
+        raise ValueError(f"{what} expects trailing input dims {ins}, got {x.shape}")
+    lead = x.shape[:x.ndim - c]
+    return product_2d(x.reshape(-1, math.prod(ins))).reshape(*lead, *outs)
+
+
 @jax.tree_util.register_pytree_node_class
 class PackedWeight:
     def __init__(self, packed, ins: tuple[int, ...], outs: tuple[int, ...], kind: str):
@@ -25,12 +35,9 @@ class PackedWeight:
 
     def apply(self, x):
         """x [..., in...] -> [..., out...] in x's dtype (float32 accumulation)."""
-        c = len(self.ins)
-        if tuple(x.shape[x.ndim - c:]) != self.ins:
-            raise ValueError(f"PackedWeight expects trailing input dims {self.ins}, got {x.shape}")
-        lead = x.shape[:x.ndim - c]
-        y = KINDS[self.kind].matmul(x.reshape(-1, math.prod(self.ins)), self.packed, math.prod(self.outs), x.dtype)
-        return y.reshape(*lead, *self.outs)
+        n = math.prod(self.outs)
+        return apply_flat(x, self.ins, self.outs,
+                          lambda x2: KINDS[self.kind].matmul(x2, self.packed, n, x.dtype), "PackedWeight")
 
     def product(self, x2):
         """[M, in] -> float32 [M, out] (e.g. logits)."""

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ledex_jax.kernels import amx
-from ledex_jax.kernels.packed import PackedWeight
+from ledex_jax.kernels.packed import PackedWeight, apply_flat
 from ledex_jax.sharding import constrain
 
 
@@ -133,12 +133,9 @@ class Transposed:
         copies 3-D weights back to its preferred layout when given an einsum)."""
         ins = self.array.shape[self.array.ndim - self.contracted:]
         outs = self.array.shape[:self.array.ndim - self.contracted]
-        if x.shape[x.ndim - self.contracted:] != ins:
-            raise ValueError(f"Transposed weight expects trailing input dims {ins}, got {x.shape}")
-        lead = x.shape[:x.ndim - self.contracted]
-        x2 = x.reshape(-1, math.prod(ins))
-        y = product_nt(x2, self.array.reshape(-1, x2.shape[1]), self.min_rows)
-        return y.reshape(*lead, *outs).astype(x.dtype)
+        w2 = self.array.reshape(-1, math.prod(ins))
+        return apply_flat(x, ins, outs, lambda x2: product_nt(x2, w2, self.min_rows).astype(x.dtype),
+                          "Transposed weight")
 
     def tree_flatten(self):
         return (self.array,), (self.contracted, self.min_rows)
@@ -181,9 +178,15 @@ def matmul(spec: str, x, w):
     """
     if isinstance(w, DECODE_LAYOUTS):
         return w.apply(x)
+    return _accumulated_einsum(spec, x, w, x.dtype)
+
+
+def _accumulated_einsum(spec: str, x, w, out_dtype):
+    """float32-accumulated einsum in out_dtype: JAX's own gradients for float32 operands,
+    `lowp_einsum`'s for low-precision ones."""
     if x.dtype == jnp.float32:
-        return _flat_einsum(spec, x, w).astype(x.dtype)
-    return lowp_einsum(spec, x, w, x.dtype)
+        return _flat_einsum(spec, x, w).astype(out_dtype)
+    return lowp_einsum(spec, x, w, out_dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
@@ -207,7 +210,7 @@ def _lowp_einsum_fwd(spec, x, w, out_dtype):
 
 def _lowp_einsum_bwd(spec, out_dtype, residuals, ct):
     x, w = residuals
-    (xs, ws), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    xs, ws, out = _operands(spec)
     ct = ct.astype(x.dtype)
     dx = _flat_einsum(f"{out},{ws}->{xs}", ct, w).astype(x.dtype)
     dw = _merged_lead_einsum(f"{xs},{out}->{ws}", x, ct).astype(w.dtype)
@@ -221,7 +224,7 @@ def _merged_lead_einsum(spec: str, a, b):
     """einsum whose operands share leading axes that are summed away (a weight gradient over
     batch and length): those are merged into one first, so XLA:CPU gets a 2-D product instead
     of transposing [B, T, ...] activations (see `matmul`)."""
-    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    sa, sb, out = _operands(spec)
     n = 0
     while n < min(len(sa), len(sb)) and sa[n] == sb[n] and sa[n] not in out:
         n += 1
@@ -244,9 +247,15 @@ def _cpu_weight_grad(a, b):
     return jnp.einsum("Ni,No->io", a.astype(jnp.float32), b.astype(jnp.float32))
 
 
-def _flat_einsum(spec: str, x, w, preferred_element_type=jnp.float32):
+def _operands(spec: str) -> tuple[str, str, str]:
+    """"ab,bc->ac" -> ("ab", "bc", "ac")."""
     inputs, out = spec.split("->")
-    xs, ws = inputs.split(",")
+    a, b = inputs.split(",")
+    return a, b, out
+
+
+def _flat_einsum(spec: str, x, w, preferred_element_type=jnp.float32):
+    xs, ws, out = _operands(spec)
     n = next((i for i, c in enumerate(xs) if c in ws), len(xs))
     if n < 2 or not out.startswith(xs[:n]):
         return jnp.einsum(spec, x, w, preferred_element_type=preferred_element_type)
@@ -259,12 +268,10 @@ def _flat_einsum(spec: str, x, w, preferred_element_type=jnp.float32):
 def logits_matmul(h, w):
     """LM head [B, T, E] x [E, V] -> float32 logits (2-D product, see `matmul`; bf16 operands:
     `lowp_einsum`)."""
-    if h.dtype == jnp.float32:
-        return _flat_einsum("bte,ev->btv", h, w)
     if h.dtype == jnp.bfloat16 and jax.default_backend() == "cpu" and amx.available():
         # XLA:CPU runs this vocabulary-sized bf16 product (and its input gradient) in float32.
         return amx.dense(h.reshape(-1, h.shape[-1]), w).reshape(*h.shape[:-1], w.shape[-1])
-    return lowp_einsum("bte,ev->btv", h, w, jnp.float32)
+    return _accumulated_einsum("bte,ev->btv", h, w, jnp.float32)
 
 
 def dot_attention(q, k, v, visible, scale):
@@ -277,11 +284,7 @@ def dot_attention(q, k, v, visible, scale):
     hkv = k.shape[1]
     k, v = k.astype(q.dtype), v.astype(q.dtype)  # a float32 cache under a bfloat16 model
     q = q.reshape(b, t, hkv, h // hkv, d).transpose(0, 2, 3, 1, 4)  # [B,Hkv,G,T,D]
-    if q.dtype == jnp.float32:
-        logits = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
-    else:
-        logits = lowp_einsum("bkgtd,bksd->bkgts", q, k, jnp.float32)
-    logits = logits * scale
+    logits = _accumulated_einsum("bkgtd,bksd->bkgts", q, k, jnp.float32) * scale
     logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = matmul("bkgts,bksd->bkgtd", probs, v)

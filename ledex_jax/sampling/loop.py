@@ -79,8 +79,11 @@ def split_layers(model, use_kernels: bool = False) -> DecodeWeights:
     stacked = model.layers.arrays(dtype)
     min_rows = L.cpu_min_rows(dtype)
 
+    def packs(w, contracted):
+        return kind == "f32" or (kind == "amx" and amx.packable(math.prod(w.shape[:contracted])))
+
     def relaid(w, contracted):
-        if kind == "f32" or (kind == "amx" and amx.packable(math.prod(w.shape[:contracted]))):
+        if packs(w, contracted):
             return PackedWeight.of(w, contracted, kind)
         return L.Transposed.of(w, contracted, min_rows)
 
@@ -91,8 +94,8 @@ def split_layers(model, use_kernels: bool = False) -> DecodeWeights:
                 p[name] = relaid(p[name], contracted)
         return p
 
-    head = relaid(model.unembedding().astype(dtype), 1)  # [E, V]
-    lm_head = None if isinstance(head, L.Transposed) else head
+    head = model.unembedding().astype(dtype)  # [E, V]
+    lm_head = PackedWeight.of(head, 1, kind) if packs(head, 1) else None
     return DecodeWeights(tuple(layer(i) for i in range(model.config.num_layers)), lm_head)
 
 
