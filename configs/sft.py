@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.train.schedule = "cosine"
 
     if variant == "tiny":
-        c.model.overrides = {"hidden_size": 64, "num_layers": 2}
+        c.model.overrides = {"hidden_size": 64, "num_layers": 2, "max_position_embeddings": 512}
         c.data.seq_len = 512
         c.train.batch_size = 8
         c.train.learning_rate = 3e-3

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "amx_tiles.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -31,29 +32,7 @@ constexpr int kKBlock = 32;        // bf16 elements of K per tile row
 constexpr int kChunkCols = 64;     // 4 C tiles of 16 f32 columns
 constexpr int kBTileElems = 16 * 32;
 
-struct TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
 
-// Tiles 0-3: C (rows x 16 f32), 4: A (rows x 32 bf16), 5-7: B (16 x 32 bf16).
-void ConfigureTiles(int rows) {
-  TileConfig cfg;
-  std::memset(&cfg, 0, sizeof(cfg));
-  cfg.palette_id = 1;
-  for (int t = 0; t < 5; ++t) {
-    cfg.rows[t] = static_cast<uint8_t>(rows);
-    cfg.colsb[t] = 64;
-  }
-  for (int t = 5; t < 8; ++t) {
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 64;
-  }
-  _tile_loadconfig(&cfg);
-}
 
 struct Problem {
   const uint16_t* x;   // [M, K] bf16 bits
@@ -87,7 +66,7 @@ void RunUnit(const Problem& p, int64_t chunk, int64_t mb, int* configured_rows) 
   const int64_t m0 = mb * kTileRows;
   const int rows = static_cast<int>(std::min<int64_t>(kTileRows, p.m - m0));
   if (rows != *configured_rows) {
-    ConfigureTiles(rows);
+    ledex::ConfigureTiles(rows);
     *configured_rows = rows;
   }
   const int64_t k_blocks = p.k / kKBlock;

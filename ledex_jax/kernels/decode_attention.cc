@@ -17,32 +17,13 @@
 #include <cstring>
 #include <vector>
 
+#include "kernel_utils.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-// exp(x) for float32 lanes: 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2; degree-6 polynomial
-// (relative error ~2e-7); underflows to 0 below -87.
-inline __m512 Exp(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-87.3f), hi = _mm512_set1_ps(88.7f);
-  x = _mm512_max_ps(_mm512_min_ps(x, hi), lo);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512 y = _mm512_scalef_ps(p, n);
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LE_OQ), y, _mm512_setzero_ps());
-}
 
 inline float RoundToBf16(float f) {  // round to nearest even, as XLA's f32 -> bf16 convert
   uint32_t u;
@@ -57,15 +38,6 @@ inline __m512bh LoadBf16x32(const uint16_t* p) {
   __m512bh x;
   std::memcpy(&x, &bits, sizeof x);
   return x;
-}
-
-template <typename A, typename B>
-bool SameDims(const A& a, const B& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i] != b[i]) return false;
-  }
-  return true;
 }
 
 struct Problem {
@@ -140,7 +112,7 @@ void RunUnit(const Problem& p, int64_t unit, std::vector<float>& scores, std::ve
     __m512 total = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
       const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1u);
-      const __m512 e = _mm512_maskz_mov_ps(m, Exp(_mm512_sub_ps(_mm512_loadu_ps(sc + i), top)));
+      const __m512 e = _mm512_maskz_mov_ps(m, ledex::Exp(_mm512_sub_ps(_mm512_loadu_ps(sc + i), top)));
       _mm512_storeu_ps(sc + i, e);
       total = _mm512_add_ps(total, e);
     }
@@ -186,9 +158,9 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffe
   p.groups = qd[2];
   p.dim = qd[3];
   p.slots = kd[2];
-  if (kd[0] != p.batch || kd[1] != p.kv_heads || kd[3] != p.dim || !SameDims(v.dimensions(), kd) ||
+  if (kd[0] != p.batch || kd[1] != p.kv_heads || kd[3] != p.dim || !ledex::SameDims(v.dimensions(), kd) ||
       visible.element_type() != ffi::DataType::PRED || vd.size() != 2 || vd[0] != p.batch ||
-      vd[1] != p.slots || !SameDims(out->dimensions(), qd) || out->element_type() != type) {
+      vd[1] != p.slots || !ledex::SameDims(out->dimensions(), qd) || out->element_type() != type) {
     return ffi::Error::InvalidArgument(
         "decode_attention: expected q, out [B, Hkv, G, D], k, v [B, Hkv, S, D], visible [B, S] bool");
   }

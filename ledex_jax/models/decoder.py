@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ledex_jax.kernels import attention as decode_attention
+from ledex_jax.kernels import flash_attention
 from ledex_jax.models import layers as L
 from ledex_jax.models.config import ModelConfig
 from ledex_jax.sharding import constrain
@@ -88,6 +89,8 @@ def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
     """Writes k, v [B,T,Hkv,D] into the layer's cache (if any) and attends; returns ([B,T,H,D], kv)."""
     if L.fused_attention_applies(q, kv):
         return L.fused_attention(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
+    if kv is None and flash_attention.applies(q, k, v):  # bf16 training/scoring, CPU kernel
+        return flash_attention.flash_attention(q, k, v, visible[:, 0, 0], cfg.dim_per_head ** -0.5), kv
     k, v = L.heads_first(k), L.heads_first(v)
     if kv is not None:
         kv = L.update_cache(*kv, k, v, cache_end)

@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ledex_jax.kernels import amx
@@ -58,10 +59,15 @@ class ModelOutput(NamedTuple):
 
 
 def rms_norm(x, weight, eps):
-    """HF LlamaRMSNorm: normalise in float32, cast back, then scale."""
+    """HF LlamaRMSNorm: normalise in float32, cast back, then scale.
+
+    The scaling runs in float32 on the cast-back values and is rounded once: the same bits as
+    HF's product in x's dtype (a product of two bf16 values is exact in float32), but the
+    weight's gradient is then a float32 sum; as a bf16 sum XLA:CPU splits it into a slow
+    precision-keeping reduce-window (~3 ns per element, 0.2 s of a bf16 SmolLM2 train step)."""
     xf = x.astype(jnp.float32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
-    return weight.astype(x.dtype) * xf.astype(x.dtype)
+    return (weight.astype(jnp.float32) * xf.astype(x.dtype).astype(jnp.float32)).astype(x.dtype)
 
 
 def layer_norm(x, weight, bias, eps):
@@ -72,14 +78,29 @@ def layer_norm(x, weight, bias, eps):
     return (y * weight.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
 
 
-def rope_tables(positions, head_dim, theta, scaling_factor=None):
-    """cos/sin tables [batch, length, head_dim] for rotate-half RoPE (HF layout)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    if scaling_factor:
-        inv_freq = inv_freq / scaling_factor  # linear position interpolation
-    freqs = positions.astype(jnp.float32)[..., None] * inv_freq
-    emb = jnp.concatenate([freqs, freqs], axis=-1)
-    return jnp.cos(emb), jnp.sin(emb)
+def rope_tables(positions, head_dim, theta, scaling_factor=None, max_positions: int = 4096):
+    """cos/sin tables [batch, length, head_dim] for rotate-half RoPE (HF layout), looked up in a
+    [max_positions, head_dim / 2] table built once at trace time. Computed in the graph, XLA fuses
+    cos/sin into their consumers and evaluates them again for every head of every layer, forward
+    and backward (8x slower RoPE on CPU: 0.4 s of a bf16 SmolLM2 train step). A position
+    >= max_positions reads NaN (as a learned position table does); the sampler and trainer keep
+    positions below the model's `max_position_embeddings`."""
+    cos, sin = _rope_table(head_dim, float(theta), float(scaling_factor or 0.0), int(max_positions))
+    cos, sin = jnp.take(cos, positions, axis=0), jnp.take(sin, positions, axis=0)
+    return jnp.concatenate([cos, cos], axis=-1), jnp.concatenate([sin, sin], axis=-1)
+
+
+@functools.lru_cache(maxsize=16)
+def _rope_table(head_dim, theta, scaling_factor, max_positions):
+    """Angles as HF computes them (inverse frequencies by XLA's float32 power, which rounds as
+    torch's does; float32 positions x frequencies), then cos/sin rounded once from float64."""
+    with jax.ensure_compile_time_eval():
+        inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+        if scaling_factor:
+            inv_freq = inv_freq / scaling_factor  # linear position interpolation
+        inv_freq = np.asarray(jax.device_get(inv_freq), np.float32)
+    angles = (np.arange(max_positions, dtype=np.float32)[:, None] * inv_freq[None, :]).astype(np.float64)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
 def apply_rope(x, cos, sin):

@@ -60,7 +60,8 @@ class Llama(DecoderLM):
 
     def make_block(self, positions):
         cfg = self.config
-        cos, sin = L.rope_tables(positions, cfg.dim_per_head, cfg.rope_theta, cfg.rope_scaling_factor)
+        cos, sin = L.rope_tables(positions, cfg.dim_per_head, cfg.rope_theta, cfg.rope_scaling_factor,
+                                 cfg.max_position_embeddings)
 
         def block(h, p, kv, visible, cache_end):
             x = L.rms_norm(h, p["input_layernorm"], cfg.norm_eps)

@@ -68,6 +68,10 @@ def train(cfg, workdir: str | Path) -> dict:
     tokenizer = load_tokenizer_for(cfg)
     data = SFTData(cfg, tokenizer, process_rows(b_sharding, cfg.train.batch_size), workdir)
     model, model_cfg = load_model(cfg, mesh, tokenizer)
+    if cfg.data.seq_len > model_cfg.max_position_embeddings:
+        raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's max_position_embeddings="
+                         f"{model_cfg.max_position_embeddings}; lower data.seq_len (or, for a model built from a "
+                         "preset, raise model.overrides.max_position_embeddings)")
     total_steps = cfg.train.num_steps if cfg.train.num_steps > 0 else cfg.train.num_epochs * data.steps_per_epoch
     optimizer = make_optimizer(cfg.train, total_steps)
     schedule = learning_rate_schedule(cfg.train, total_steps)

@@ -68,3 +68,25 @@ def test_fused_attention_plumbing_matches_dot_attention():
     real = attention.astype(bool)
     assert np.all(np.isfinite(np.asarray(got)))
     np.testing.assert_allclose(np.asarray(got)[real], np.asarray(ref)[real], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("theta,head_dim,factor,max_positions", [(10000.0, 64, None, 4096), (1e6, 128, None, 16384),
+                                                                  (10000.0, 32, 2.0, 512)])
+def test_rope_tables_match_transformers_rotary_embedding(theta, head_dim, factor, max_positions):
+    """The precomputed tables give HF's cos/sin (to 1 float32 ulp) at every position, including the
+    last one; a position past the table reads NaN rather than a wrong angle."""
+    import torch
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    rope = {"rope_type": "linear", "factor": factor} if factor else {"rope_type": "default"}
+    cfg = LlamaConfig(hidden_size=head_dim * 2, num_attention_heads=2, max_position_embeddings=max_positions,
+                      rope_theta=theta, rope_scaling=rope)
+    positions = np.stack([np.arange(0, max_positions, 3), np.arange(max_positions - 1, -1, -3)])
+    x = torch.zeros((2, positions.shape[1], head_dim))
+    cos_ref, sin_ref = LlamaRotaryEmbedding(cfg)(x, torch.from_numpy(positions))
+    cos, sin = L.rope_tables(jnp.asarray(positions), head_dim, theta, factor, max_positions)
+    np.testing.assert_allclose(np.asarray(cos), cos_ref.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sin), sin_ref.numpy(), rtol=0, atol=1e-6)
+    past, _ = L.rope_tables(jnp.asarray([[max_positions]]), head_dim, theta, factor, max_positions)
+    assert np.isnan(np.asarray(past)).all()

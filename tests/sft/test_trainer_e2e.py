@@ -158,3 +158,13 @@ def test_sigterm_saves_and_stops(tmp_path):
     assert "preemption requested: saved step" in err
     saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert saved and max(saved) < 6
+
+
+def test_sequences_longer_than_the_model_allows_fail_before_training(tmp_path):
+    """RoPE tables (and learned position tables) stop at max_position_embeddings: a longer
+    data.seq_len is a config error naming both fields, not NaN losses."""
+    workdir = tmp_path / "too_long"
+    proc = run_train(workdir, ["--config.data.seq_len=1024"])
+    assert proc.returncode != 0
+    assert "data.seq_len=1024 exceeds the model's max_position_embeddings=512" in proc.stderr
+    assert not (workdir / "metrics.jsonl").exists()
