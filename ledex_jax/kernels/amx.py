@@ -15,14 +15,22 @@ Built on first use (`build.py`); `available()` is False, with the reason in
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ledex_jax.kernels.build import available, unavailable_reason
+from ledex_jax.kernels.build import available, unavailable_reason, usable_in_trace
 
 TARGET = "ledex_amx_matmul"
 K_BLOCK, N_BLOCK, N_CHUNK = 32, 16, 64
+
+
+def trains(*arrays) -> bool:
+    """The training products (`dense`, `weight_grad`) take these bf16 operands in the program
+    being traced (CPU kernels usable, no multi-device mesh)."""
+    return all(a.dtype == jnp.bfloat16 for a in arrays) and usable_in_trace()
 
 
 def packable(k: int) -> bool:
@@ -65,23 +73,23 @@ def weight_grad(a, b):
     return matmul(a.T, pack(b), b.shape[1])
 
 
-@jax.custom_vjp
-def dense(x, w):
-    """x [M, K] @ w [K, N], bfloat16 -> float32, differentiable: the weight is packed on every call
-    (one pass over it), so it suits weights that change (training). Backward products take the
-    cotangent in bfloat16 (see `layers.lowp_einsum`)."""
-    return matmul(_pad_cols(x), pack(_pad_rows(w, K_BLOCK)), w.shape[1])
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def dense(x, w, out_dtype=jnp.float32):
+    """x [M, K] @ w [K, N], bfloat16 -> out_dtype (float32 accumulation), differentiable: the
+    weight is packed on every call (one pass over it), so it suits weights that change
+    (training). Backward products take the cotangent in bfloat16 (see `layers.lowp_einsum`)."""
+    return matmul(_pad_cols(x), pack(_pad_rows(w, K_BLOCK)), w.shape[1], out_dtype)
 
 
 def _pad_cols(x):
     return jnp.pad(x, ((0, 0), (0, -x.shape[1] % K_BLOCK)))
 
 
-def _dense_fwd(x, w):
-    return dense(x, w), (x, w)
+def _dense_fwd(x, w, out_dtype):
+    return dense(x, w, out_dtype), (x, w)
 
 
-def _dense_bwd(residuals, ct):
+def _dense_bwd(out_dtype, residuals, ct):
     x, w = residuals
     ct = ct.astype(jnp.bfloat16)
     dx = matmul(_pad_cols(ct), pack(_pad_rows(w.T, K_BLOCK)), w.shape[0], x.dtype)

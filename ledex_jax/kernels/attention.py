@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ledex_jax.kernels.build import available, unavailable_reason
-from ledex_jax.sharding import active_mesh
+from ledex_jax.kernels.build import available, unavailable_reason, usable_in_trace
 
 TARGET = "ledex_decode_attention"
 
@@ -22,10 +21,9 @@ TARGET = "ledex_decode_attention"
 def applies(q, k, v) -> bool:
     """One new token, q/k/v all bfloat16 or all float32, a supported head size, no multi-device
     mesh (the custom call has no sharding rule) and the kernels built for this CPU."""
-    active = active_mesh()
     return (q.shape[1] == 1 and q.dtype in (jnp.bfloat16, jnp.float32) and k.dtype == v.dtype == q.dtype
             and q.shape[-1] % 32 == 0 and q.shape[-1] <= 256
-            and (active is None or active[0].size == 1) and available())
+            and usable_in_trace())
 
 
 def decode_attention(q, k, v, visible, scale: float):

@@ -21,6 +21,8 @@ import tempfile
 
 import jax
 
+from ledex_jax.sharding import active_mesh
+
 HERE = pathlib.Path(__file__).parent
 SOURCES = ("amx_matmul.cc", "f32_matmul.cc", "decode_attention.cc", "flash_attention.cc")
 HEADERS = ("amx_tiles.h", "kernel_utils.h", "parallel.h")
@@ -110,6 +112,13 @@ def unavailable_reason() -> str | None:
 
 def available() -> bool:
     return unavailable_reason() is None
+
+
+def usable_in_trace() -> bool:
+    """`available()` and no multi-device mesh active for the code being traced: the custom calls
+    have no sharding rule, so sharded programs keep XLA's ops."""
+    active = active_mesh()
+    return (active is None or active[0].size == 1) and available()
 
 
 @contextlib.contextmanager

@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ledex_jax.kernels.build import available, unavailable_reason
-from ledex_jax.sharding import active_mesh
+from ledex_jax.kernels.build import available, unavailable_reason, usable_in_trace
 
 FORWARD, BACKWARD = "ledex_flash_attention_fwd", "ledex_flash_attention_bwd"
 
@@ -24,9 +23,8 @@ FORWARD, BACKWARD = "ledex_flash_attention_fwd", "ledex_flash_attention_bwd"
 def applies(q, k, v) -> bool:
     """bfloat16 q/k/v, head size a multiple of 64 (<= 256), whole query groups, no multi-device mesh
     (the custom calls have no sharding rule) and the kernels built for this CPU."""
-    active = active_mesh()
     return (q.dtype == k.dtype == v.dtype == jnp.bfloat16 and q.shape[-1] % 64 == 0 and q.shape[-1] <= 256
-            and q.shape[2] % k.shape[2] == 0 and (active is None or active[0].size == 1) and available())
+            and q.shape[2] % k.shape[2] == 0 and usable_in_trace())
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
