@@ -1,11 +1,12 @@
 """bfloat16 products on Intel AMX tiles for JAX on CPU (`amx_matmul.cc`, an XLA FFI custom call).
 
-XLA:CPU's bf16 products with few rows are slow here (2-core Sapphire Rapids, SmolLM2-135M decode
-shapes: 16 x 576 x 1536 in 0.20 ms vs the kernel's 0.05; 1 row 0.42 vs 0.026 ms); with hundreds
-of rows its own are as fast, except the weight-gradient form (both operands contracting their
-token axis: ~280 GFLOP/s vs ~990 here) and the vocabulary-sized LM head, which it runs in float32.
-Used by the sampler's CPU decode path for bfloat16 models (`packed.PackedWeight`) and, in bf16
-training on CPU, for weight gradients and the LM head (`weight_grad`, `dense`).
+XLA:CPU's bf16 products are slow here (2-core Sapphire Rapids): with few rows (decode, SmolLM2-135M
+shapes: 16 x 576 x 1536 in 0.20 ms vs the kernel's 0.05; 1 row 0.42 vs 0.026 ms), in the
+weight-gradient form (both operands contracting their token axis: ~280 GFLOP/s), for the
+vocabulary-sized LM head (run in float32), and 1.3-2x behind the kernel at training shapes.
+Used by the sampler's CPU decode path for bfloat16 models (weights packed once,
+`packed.PackedWeight`) and by bf16 training on CPU for every [rows, in] x [in, out] product and
+its gradients (`dense`, `weight_grad`: operands packed on every call).
 
 Built on first use (`build.py`); `available()` is False, with the reason in
 `unavailable_reason()`, where it cannot run.
@@ -90,7 +91,11 @@ def _dense_fwd(x, w, out_dtype):
 
 
 def _dense_bwd(out_dtype, residuals, ct):
-    x, w = residuals
+    return dense_grads(*residuals, ct)
+
+
+def dense_grads(x, w, ct):
+    """(dx, dw) of `dense` for the output cotangent ct [M, N], taken in bfloat16."""
     ct = ct.astype(jnp.bfloat16)
     dx = matmul(_pad_cols(ct), pack(_pad_rows(w.T, K_BLOCK)), w.shape[0], x.dtype)
     return dx, weight_grad(x, ct).astype(w.dtype)

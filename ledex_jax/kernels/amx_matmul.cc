@@ -27,13 +27,10 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kTileRows = 16;      // rows of A / C tiles
-constexpr int kKBlock = 32;        // bf16 elements of K per tile row
-constexpr int kChunkCols = 64;     // 4 C tiles of 16 f32 columns
-constexpr int kBTileElems = 16 * 32;
-constexpr int64_t kPanelBytes = 1 << 20;  // packed weights per panel: half of a core's L2
-
-
+using ledex::kBTileElems;
+using ledex::kChunkCols;
+using ledex::kKBlock;
+using ledex::kTileRows;
 
 struct Problem {
   const uint16_t* x;   // [M, K] bf16 bits
@@ -71,31 +68,9 @@ void RunUnit(const Problem& p, int64_t chunk, int64_t mb, int* configured_rows) 
     *configured_rows = rows;
   }
   const int64_t k_blocks = p.k / kKBlock;
-  const size_t b_stride = static_cast<size_t>(k_blocks) * kBTileElems;  // one 16-column block
-  const uint16_t* b = p.w + static_cast<size_t>(chunk) * 4 * b_stride;
-  const uint16_t* a = p.x + m0 * p.k;
-  const int a_stride = static_cast<int>(p.k * sizeof(uint16_t));
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  for (int64_t kb = 0; kb < k_blocks; ++kb) {
-    const size_t off = static_cast<size_t>(kb) * kBTileElems;
-    _tile_loadd(4, a + kb * kKBlock, a_stride);
-    _tile_loadd(5, b + off, 64);
-    _tile_dpbf16ps(0, 4, 5);
-    _tile_loadd(6, b + b_stride + off, 64);
-    _tile_dpbf16ps(1, 4, 6);
-    _tile_loadd(7, b + 2 * b_stride + off, 64);
-    _tile_dpbf16ps(2, 4, 7);
-    _tile_loadd(5, b + 3 * b_stride + off, 64);
-    _tile_dpbf16ps(3, 4, 5);
-  }
   alignas(64) float acc[kTileRows * kChunkCols];
-  _tile_stored(0, acc, kChunkCols * sizeof(float));
-  _tile_stored(1, acc + 16, kChunkCols * sizeof(float));
-  _tile_stored(2, acc + 32, kChunkCols * sizeof(float));
-  _tile_stored(3, acc + 48, kChunkCols * sizeof(float));
+  ledex::MultiplyChunk(p.x + m0 * p.k, static_cast<int>(p.k * sizeof(uint16_t)),
+                       p.w + static_cast<size_t>(chunk) * 4 * k_blocks * kBTileElems, k_blocks, acc);
   StoreChunk(p, acc, m0, rows, chunk * kChunkCols);
 }
 
@@ -127,12 +102,10 @@ ffi::Error AmxMatmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w,
   p.m_blocks = (p.m + kTileRows - 1) / kTileRows;
   if (p.m == 0 || p.n == 0) return ffi::Error::Success();
 
-  // Chunk-major unit order: one chunk's weights stay in cache while its row blocks run.
   // Units are (panel of chunks, row block): a panel's packed weights (<= kPanelBytes) stay in L2
   // while the row blocks pass, and each row block's A rows stay in L1 across the panel's chunks.
   // (Chunk by chunk over all rows, M = 2048 re-read A from L3 for every chunk: 1.4x slower.)
-  const int64_t chunk_bytes = p.k * kChunkCols * static_cast<int64_t>(sizeof(uint16_t));
-  const int64_t per_panel = std::max<int64_t>(1, kPanelBytes / chunk_bytes);
+  const int64_t per_panel = ledex::ChunksPerPanel(p.k);
   const int64_t panels = (p.n_chunks + per_panel - 1) / per_panel;
   ledex::ParallelFor(pool, panels * p.m_blocks, [&p, per_panel](int64_t begin, int64_t end) {
     int configured_rows = -1;

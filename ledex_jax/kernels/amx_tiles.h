@@ -1,10 +1,13 @@
-// AMX tile configuration shared by the kernels: tiles 0-3 C (rows x 16 float32), 4 A (rows x 32
-// bf16), 5-7 B (16 pair-rows x 16 columns); every row 64 bytes.
+// AMX tiles shared by the kernels: the configuration (tiles 0-3 C, rows x 16 float32; 4 A, rows x
+// 32 bf16; 5-7 B, 16 pair-rows x 16 columns; every row 64 bytes) and the product of A rows with
+// one 64-column chunk of B packed in the VNNI layout (`amx.pack`).
 #ifndef LEDEX_JAX_KERNELS_AMX_TILES_H_
 #define LEDEX_JAX_KERNELS_AMX_TILES_H_
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -31,6 +34,44 @@ inline void ConfigureTiles(int rows) {
   // the unused entries then make LDTILECFG fault.
   asm volatile("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
+}
+
+constexpr int kTileRows = 16;   // rows of A / C tiles
+constexpr int kKBlock = 32;     // bf16 elements of K per tile row
+constexpr int kChunkCols = 64;  // 4 C tiles of 16 float32 columns
+constexpr int kBTileElems = 16 * 32;
+constexpr int64_t kPanelBytes = 1 << 20;  // packed B per panel: half of a core's L2
+
+// acc[rows, 64] (float32, row stride 64) = A rows (tile loads from `a`, row stride a_stride
+// bytes) @ one packed chunk of B (4 column blocks of k_blocks tiles each, `b_stride` elements
+// apart).
+inline void MultiplyChunk(const uint16_t* a, int a_stride, const uint16_t* b, int64_t k_blocks, float* acc) {
+  const size_t b_stride = static_cast<size_t>(k_blocks) * kBTileElems;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t kb = 0; kb < k_blocks; ++kb) {
+    const size_t off = static_cast<size_t>(kb) * kBTileElems;
+    _tile_loadd(4, a + kb * kKBlock, a_stride);
+    _tile_loadd(5, b + off, 64);
+    _tile_dpbf16ps(0, 4, 5);
+    _tile_loadd(6, b + b_stride + off, 64);
+    _tile_dpbf16ps(1, 4, 6);
+    _tile_loadd(7, b + 2 * b_stride + off, 64);
+    _tile_dpbf16ps(2, 4, 7);
+    _tile_loadd(5, b + 3 * b_stride + off, 64);
+    _tile_dpbf16ps(3, 4, 5);
+  }
+  _tile_stored(0, acc, kChunkCols * sizeof(float));
+  _tile_stored(1, acc + 16, kChunkCols * sizeof(float));
+  _tile_stored(2, acc + 32, kChunkCols * sizeof(float));
+  _tile_stored(3, acc + 48, kChunkCols * sizeof(float));
+}
+
+// Chunks (of 64 packed columns, K deep) per panel: as many as fit kPanelBytes.
+inline int64_t ChunksPerPanel(int64_t k) {
+  return std::max<int64_t>(1, kPanelBytes / (k * kChunkCols * static_cast<int64_t>(sizeof(uint16_t))));
 }
 
 }  // namespace ledex

@@ -24,13 +24,14 @@ import jax
 from ledex_jax.sharding import active_mesh
 
 HERE = pathlib.Path(__file__).parent
-SOURCES = ("amx_matmul.cc", "f32_matmul.cc", "decode_attention.cc", "flash_attention.cc")
+SOURCES = ("amx_matmul.cc", "f32_matmul.cc", "decode_attention.cc", "flash_attention.cc", "lm_head_loss.cc")
 HEADERS = ("amx_tiles.h", "kernel_utils.h", "parallel.h")
 CPU_FLAGS = {"amx_tile", "amx_bf16", "avx512_bf16", "avx512bw", "avx512vl"}
 TARGETS = {"ledex_amx_matmul": "LedexAmxMatmul", "ledex_f32_matmul": "LedexF32Matmul",
            "ledex_decode_attention": "LedexDecodeAttention",
            "ledex_flash_attention_fwd": "LedexFlashAttentionForward",
-           "ledex_flash_attention_bwd": "LedexFlashAttentionBackward"}
+           "ledex_flash_attention_bwd": "LedexFlashAttentionBackward",
+           "ledex_lm_head_loss_fwd": "LedexLmHeadLossForward", "ledex_lm_head_loss_bwd": "LedexLmHeadLossBackward"}
 
 log = logging.getLogger(__name__)
 _ENABLED = contextvars.ContextVar("ledex_cpu_kernels", default=True)
@@ -75,7 +76,8 @@ def compile_library() -> pathlib.Path:
         except OSError as e:
             raise RuntimeError(f"building the CPU kernels failed: cannot run {compiler}: {e}") from e
         if result.returncode != 0:
-            raise RuntimeError(f"building the CPU kernels failed ({compiler}):\n{result.stderr[-3000:]}")
+            errors = [line for line in result.stderr.splitlines() if "error" in line] or result.stderr.splitlines()
+            raise RuntimeError(f"building the CPU kernels failed ({compiler}):\n" + "\n".join(errors[:20]))
         os.replace(built, out)  # atomic: concurrent processes may each build; one file wins
     return out
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ledex_jax.kernels import attention as decode_attention
-from ledex_jax.kernels import flash_attention
+from ledex_jax.kernels import flash_attention, lm_head_loss
 from ledex_jax.models import layers as L
 from ledex_jax.models.config import ModelConfig
 from ledex_jax.sharding import constrain
@@ -42,9 +42,10 @@ class DecoderLM(nnx.Module):
                                dtype or c.jnp_dtype)
 
     def forward(self, input_ids, attention_mask=None, *, positions=None, segment_ids=None,
-                cache: L.KVCache | None = None) -> L.ModelOutput:
+                cache: L.KVCache | None = None, logits: bool = True) -> L.ModelOutput:
         """Without a cache, attention_mask is [B,T] (1 = token, left padding allowed). With a cache
-        it covers all cache slots [B,S] and the T new tokens go to slots cache.end .. cache.end+T-1."""
+        it covers all cache slots [B,S] and the T new tokens go to slots cache.end .. cache.end+T-1.
+        logits=False: only the final hidden states (ModelOutput.logits is None)."""
         cfg, dtype = self.config, self.config.jnp_dtype
         b, t = input_ids.shape
         if attention_mask is None:
@@ -61,10 +62,27 @@ class DecoderLM(nnx.Module):
         h, new_kv = L.scan_layers(lambda h, p, kv: block(h, p, kv, visible, end), h,
                                   self.layers.arrays(None), cache, cfg.remat_policy, dtype, cfg.scan_layers)
         h = self.final_norm(h)
-        logits = L.logits_matmul(h, self.unembedding().astype(dtype))
-        logits = constrain(logits, ("batch", "length", "act_vocab"))
         new_cache = None if cache is None else L.KVCache(*new_kv, cache.end + t)
-        return L.ModelOutput(logits, h, new_cache)
+        if not logits:
+            return L.ModelOutput(None, h, new_cache)
+        return L.ModelOutput(self._logits(h), h, new_cache)
+
+    def target_log_probs(self, input_ids, targets, attention_mask=None, **kwargs):
+        """log p(targets[b, t]) [B, T] float32 (the next-token log-probabilities a loss needs).
+
+        On CPU in bfloat16 the LM head and log-softmax run as one kernel that never stores the
+        [B, T, V] float32 logits (`kernels/lm_head_loss.py`); elsewhere `forward` then
+        `layers.token_log_probs`. kwargs: as `forward`."""
+        hidden = self.forward(input_ids, attention_mask, logits=False, **kwargs).hidden
+        w = self.unembedding().astype(self.config.jnp_dtype)
+        if lm_head_loss.applies(hidden, w):
+            b, t, e = hidden.shape
+            return -lm_head_loss.token_nll(hidden.reshape(b * t, e), w, targets.reshape(-1)).reshape(b, t)
+        return L.token_log_probs(self._logits(hidden), targets)
+
+    def _logits(self, h):
+        logits = L.logits_matmul(h, self.unembedding().astype(self.config.jnp_dtype))
+        return constrain(logits, ("batch", "length", "act_vocab"))
 
 
 class StackedLayers(nnx.Module):

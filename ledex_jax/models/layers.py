@@ -53,7 +53,7 @@ class KVCache(NamedTuple):
 
 
 class ModelOutput(NamedTuple):
-    logits: jax.Array  # [batch, length, vocab], float32
+    logits: jax.Array | None  # [batch, length, vocab], float32 (None: `forward(..., logits=False)`)
     hidden: jax.Array  # [batch, length, embed], final-norm hidden states (value heads read these)
     cache: KVCache | None
 
@@ -310,6 +310,13 @@ def logits_matmul(h, w):
     `lowp_einsum`, or on CPU the AMX kernel: XLA:CPU runs this vocabulary-sized bf16 product in
     float32)."""
     return _accumulated_einsum("bte,ev->btv", h, w, jnp.float32)
+
+
+def token_log_probs(logits, targets):
+    """log p(target) per position, float32. logits [B,T,V], targets [B,T]."""
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
 def dot_attention(q, k, v, visible, scale):

@@ -20,9 +20,9 @@ BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 def batch_loss(graphdef, params, batch):
     """(loss sum, answer-token count) of one micro-batch; segment ids keep packed examples apart."""
     model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], batch["segment_ids"] > 0, positions=batch["positions"],
-                   segment_ids=batch["segment_ids"])
-    return masked_nll(logits, batch["targets"], batch["loss_mask"])
+    log_probs = model.target_log_probs(batch["inputs"], batch["targets"], batch["segment_ids"] > 0,
+                                       positions=batch["positions"], segment_ids=batch["segment_ids"])
+    return masked_nll(log_probs, batch["loss_mask"])
 
 
 def split_microbatches(batch, num_micro: int):
