@@ -103,12 +103,29 @@ def _rope_table(head_dim, theta, scaling_factor, max_positions):
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
+@jax.custom_vjp
 def apply_rope(x, cos, sin):
-    """x: [batch, length, heads, head_dim]; rotate-half convention as in HF Llama."""
+    """x: [batch, length, heads, head_dim]; rotate-half convention as in HF Llama.
+
+    Its gradient is the rotation by the opposite angle (`rope_tables` repeats each angle in both
+    halves, so rotate-half commutes with the tables): one fused pass, where XLA:CPU's own
+    transpose of the concatenation ran ~8x slower (0.2 s of a bf16 SmolLM2 train step)."""
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     return (x.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
+
+
+def _rope_fwd(x, cos, sin):
+    return apply_rope(x, cos, sin), (cos, sin)
+
+
+def _rope_bwd(residuals, g):
+    cos, sin = residuals
+    return apply_rope(g, cos, -sin), None, None
+
+
+apply_rope.defvjp(_rope_fwd, _rope_bwd)
 
 
 def default_positions(attention_mask):

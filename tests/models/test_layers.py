@@ -90,3 +90,23 @@ def test_rope_tables_match_transformers_rotary_embedding(theta, head_dim, factor
     np.testing.assert_allclose(np.asarray(sin), sin_ref.numpy(), rtol=0, atol=1e-6)
     past, _ = L.rope_tables(jnp.asarray([[max_positions]]), head_dim, theta, factor, max_positions)
     assert np.isnan(np.asarray(past)).all()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_rope_gradient_is_the_inverse_rotation(dtype):
+    """`apply_rope`'s custom gradient equals autodiff of the rotate-half formula (computed in
+    float32; in bf16 ours rounds once, where autodiff of the bf16 formula rounds three times)."""
+    rng = np.random.default_rng(0)
+    cos, sin = L.rope_tables(jnp.asarray(rng.integers(0, 100, (2, 7))), 16, 10000.0, None, 128)
+    x = jnp.asarray(rng.standard_normal((2, 7, 3, 16)), dtype)
+    g = jnp.asarray(rng.standard_normal((2, 7, 3, 16)), dtype)
+
+    def formula(x):
+        rotated = jnp.concatenate([-x[..., 8:], x[..., :8]], axis=-1)
+        return x * cos[:, :, None] + rotated * sin[:, :, None]
+
+    got = jax.vjp(lambda x: L.apply_rope(x, cos, sin), x)[1](g)[0]
+    want = jax.vjp(formula, x.astype(jnp.float32))[1](g.astype(jnp.float32))[0]
+    assert got.dtype == dtype
+    tol = 1e-6 if dtype == jnp.float32 else 2 ** -8
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), rtol=tol, atol=tol)
