@@ -27,7 +27,7 @@ HERE = pathlib.Path(__file__).parent
 SOURCES = ("amx_matmul.cc", "f32_matmul.cc", "decode_attention.cc", "flash_attention.cc", "lm_head_loss.cc")
 HEADERS = ("amx_tiles.h", "kernel_utils.h", "parallel.h")
 CPU_FLAGS = {"amx_tile", "amx_bf16", "avx512_bf16", "avx512bw", "avx512vl"}
-TARGETS = {"ledex_amx_matmul": "LedexAmxMatmul", "ledex_f32_matmul": "LedexF32Matmul",
+TARGETS = {"ledex_amx_matmul": "LedexAmxMatmul", "ledex_amx_pack": "LedexAmxPack", "ledex_f32_matmul": "LedexF32Matmul",
            "ledex_decode_attention": "LedexDecodeAttention",
            "ledex_flash_attention_fwd": "LedexFlashAttentionForward",
            "ledex_flash_attention_bwd": "LedexFlashAttentionBackward",
