@@ -39,16 +39,18 @@ def packable(k: int) -> bool:
     return k % K_BLOCK == 0
 
 
-def pack(w) -> jax.Array:
-    """[K, N] weight -> bfloat16 [Np/16, K/32, 16, 32] AMX B tiles (Np = N rounded up to 64)."""
-    k, n = w.shape
+def pack(w, transposed: bool = False) -> jax.Array:
+    """[K, N] weight -> bfloat16 [Np/16, K/32, 16, 32] AMX B tiles (Np = N rounded up to 64).
+    transposed: w is given as w^T [N, K] (read in place by the kernel: no transposed copy)."""
+    n, k = w.shape if transposed else w.shape[::-1]
     if not packable(k):
         raise ValueError(f"amx.pack: contracted size {k} is not a multiple of {K_BLOCK}; use XLA's product")
     n_pad = -(-n // N_CHUNK) * N_CHUNK
     shape = (n_pad // N_BLOCK, k // K_BLOCK, N_BLOCK, 2 * N_BLOCK)
     if usable_in_trace():  # the kernel's own packing (XLA's copies below are ~3x slower in a train step)
-        return jax.ffi.ffi_call(PACK_TARGET, jax.ShapeDtypeStruct(shape, jnp.bfloat16))(w.astype(jnp.bfloat16))
-    w = jnp.pad(w.astype(jnp.bfloat16), ((0, 0), (0, n_pad - n)))
+        return jax.ffi.ffi_call(PACK_TARGET, jax.ShapeDtypeStruct(shape, jnp.bfloat16))(
+            w.astype(jnp.bfloat16), transposed=transposed)
+    w = jnp.pad((w.T if transposed else w).astype(jnp.bfloat16), ((0, 0), (0, n_pad - n)))
     w = w.reshape(k // K_BLOCK, N_BLOCK, 2, n_pad // N_BLOCK, N_BLOCK)  # [kb, r, e, nb, c]
     return w.transpose(3, 0, 1, 4, 2).reshape(shape)
 
@@ -100,7 +102,9 @@ def _dense_bwd(out_dtype, residuals, ct):
 def dense_grads(x, w, ct):
     """(dx, dw) of `dense` for the output cotangent ct [M, N], taken in bfloat16."""
     ct = ct.astype(jnp.bfloat16)
-    dx = matmul(_pad_cols(ct), pack(_pad_rows(w.T, K_BLOCK)), w.shape[0], x.dtype)
+    # dx = ct @ w^T: the B operand w^T [out, in] is w itself read transposed, out padded to whole blocks.
+    w_padded = jnp.pad(w, ((0, 0), (0, -w.shape[1] % K_BLOCK)))
+    dx = matmul(_pad_cols(ct), pack(w_padded, transposed=True), w.shape[0], x.dtype)
     return dx, weight_grad(x, ct).astype(w.dtype)
 
 

@@ -121,17 +121,36 @@ ffi::Error AmxMatmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w,
 // Packs w [K, N] (K a multiple of 32) into out [Np / 16, K / 32, 16, 32]: what `amx.pack` did with
 // XLA's reshape/transpose, whose copies ran at ~3 GB/s inside a train step (0.5 s of a bf16
 // SmolLM2 step). Columns past N are zeros. Units: 64-column chunks.
-ffi::Error AmxPack(ffi::ThreadPool pool, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> out) {
+// transposed: w arrives as w^T [N, K] (a weight whose transpose is multiplied, e.g. in an input
+// gradient): tile row r, column c is then the pair at w^T[16 nb + c, 32 kb + 2r], one 4-byte load.
+ffi::Error AmxPack(ffi::ThreadPool pool, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> out, bool transposed) {
   const auto wd = w.dimensions(), od = out->dimensions();
+  const int64_t k = transposed ? wd[1] : wd[0], n = transposed ? wd[0] : wd[1];
   if (w.element_type() != ffi::DataType::BF16 || out->element_type() != ffi::DataType::BF16 || wd.size() != 2 ||
-      od.size() != 4 || wd[0] % kKBlock != 0 || od[1] * kKBlock != wd[0] || od[2] != 16 || od[3] != 32 ||
-      od[0] % 4 != 0 || od[0] * 16 < wd[1] || od[0] * 16 - wd[1] >= kChunkCols) {
+      od.size() != 4 || k % kKBlock != 0 || od[1] * kKBlock != k || od[2] != 16 || od[3] != 32 ||
+      od[0] % 4 != 0 || od[0] * 16 < n || od[0] * 16 - n >= kChunkCols) {
     return ffi::Error::InvalidArgument(
-        "amx_pack: expected w [K, N] bfloat16 (K a multiple of 32) and out [Np/16, K/32, 16, 32] bfloat16");
+        "amx_pack: expected w [K, N] (or [N, K] if transposed) bfloat16, K a multiple of 32, and out "
+        "[Np/16, K/32, 16, 32] bfloat16");
   }
-  const int64_t k = wd[0], n = wd[1], k_blocks = k / kKBlock, chunks = od[0] / 4;
+  const int64_t k_blocks = k / kKBlock, chunks = od[0] / 4;
   const uint16_t* src = static_cast<const uint16_t*>(w.untyped_data());
   uint16_t* dst = static_cast<uint16_t*>(out->untyped_data());
+  if (transposed) {
+    ledex::ParallelFor(pool, chunks * 4, [=](int64_t begin, int64_t end) {
+      for (int64_t nb = begin; nb < end; ++nb) {
+        for (int64_t kb = 0; kb < k_blocks; ++kb) {
+          uint32_t* tile = reinterpret_cast<uint32_t*>(dst + (nb * k_blocks + kb) * 16 * 32);
+          for (int c = 0; c < 16; ++c) {
+            const int64_t row = nb * 16 + c;
+            const uint32_t* pairs = reinterpret_cast<const uint32_t*>(src + row * k + kb * kKBlock);
+            for (int r = 0; r < 16; ++r) tile[r * 16 + c] = row < n ? pairs[r] : 0;
+          }
+        }
+      }
+    });
+    return ffi::Error::Success();
+  }
   ledex::ParallelFor(pool, chunks, [=](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       for (int64_t kb = 0; kb < k_blocks; ++kb) {
@@ -164,7 +183,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LedexAmxMatmul, AmxMatmul,
                                   .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LedexAmxPack, AmxPack,
-                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("transposed"));
 
 // Linux grants AMX tile state to a process only on request; 0 when granted.
 extern "C" int LedexAmxRequestPermission() {

@@ -148,3 +148,14 @@ def test_sampler_with_kernels_matches_xla(name, dtype, kind, atol):
 def test_sampler_refuses_kernels_it_cannot_use():
     with pytest.raises(ValueError, match="unrolled decoding"):
         Sampler(build_model(get_preset("tiny_llama")), unrolled=False, cpu_kernels=True)
+
+
+@pytest.mark.parametrize("k,n", [(32, 5), (64, 100), (576, 1536), (2048, 70)])
+def test_pack_kernel_lays_out_tiles_as_the_xla_reference(k, n):
+    """The packing kernel, reading w or w^T in place, gives exactly the tiles of XLA's
+    reshape/transpose (the reference path kept for programs without the kernels)."""
+    w = bf16((k, n))
+    with build.enabled(False):
+        want = jax.jit(amx.pack)(w)
+    np.testing.assert_array_equal(np.asarray(jax.jit(amx.pack)(w)), np.asarray(want))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda w: amx.pack(w.T, transposed=True))(w)), np.asarray(want))
