@@ -105,7 +105,8 @@ ffi::Error AmxMatmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w,
   // Units are (panel of chunks, row block): a panel's packed weights (<= kPanelBytes) stay in L2
   // while the row blocks pass, and each row block's A rows stay in L1 across the panel's chunks.
   // (Chunk by chunk over all rows, M = 2048 re-read A from L3 for every chunk: 1.4x slower.)
-  const int64_t per_panel = ledex::ChunksPerPanel(p.k);
+  // Few row blocks (decode): one chunk per unit (`ChunksPerPanel`).
+  const int64_t per_panel = ledex::ChunksPerPanel(p.k, p.m_blocks);
   const int64_t panels = (p.n_chunks + per_panel - 1) / per_panel;
   ledex::ParallelFor(pool, panels * p.m_blocks, [&p, per_panel](int64_t begin, int64_t end) {
     int configured_rows = -1;

@@ -96,7 +96,7 @@ ffi::Error Check(const char* name, const ffi::AnyBuffer& h, const ffi::AnyBuffer
   p->k_blocks = p->e / kKBlock;
   p->n_chunks = wd[0] / 4;
   p->m_blocks = (p->n + kTileRows - 1) / kTileRows;
-  p->per_panel = ledex::ChunksPerPanel(p->e);
+  p->per_panel = ledex::ChunksPerPanel(p->e, p->m_blocks);
   p->panels = (p->n_chunks + p->per_panel - 1) / p->per_panel;
   return ffi::Error::Success();
 }

@@ -44,9 +44,9 @@ class ModelConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype
     remat_policy: str = "none"
-    # False: a Python loop over layers instead of lax.scan. Compile time grows with depth; on
-    # XLA:CPU it avoids stacking each layer's bf16 residuals (the scan writes them by converting
-    # the whole [L, ...] stack to float32 and back per layer): bf16 SmolLM2 train step 1.3x.
+    # False: the layer scan fully unrolled. Compile time grows with depth; on XLA:CPU it avoids
+    # stacking each layer's bf16 residuals (a rolled scan writes them by converting the whole
+    # [L, ...] stack to float32 and back per layer): bf16 SmolLM2 train step 1.3x.
     scan_layers: bool = True
 
     def __post_init__(self):
