@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "amx_tiles.h"
+#include "kernel_utils.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -46,12 +47,7 @@ void StoreChunk(const Problem& p, const float* acc, int64_t m0, int rows, int64_
     const float* src = acc + r * kChunkCols;
     if (p.bf16_out) {
       uint16_t* dst = static_cast<uint16_t*>(p.y) + (m0 + r) * p.n + col0;
-      for (int64_t c = 0; c < cols; c += 16) {
-        const int64_t left = std::min<int64_t>(16, cols - c);
-        const __mmask16 mask = static_cast<__mmask16>((1u << left) - 1u);
-        __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + c));
-        _mm256_mask_storeu_epi16(dst + c, mask, reinterpret_cast<__m256i&>(v));
-      }
+      for (int64_t c = 0; c < cols; c += 16) ledex::StoreBf16x16(dst + c, _mm512_loadu_ps(src + c), ledex::Lanes(cols - c));
     } else {
       float* dst = static_cast<float*>(p.y) + (m0 + r) * p.n + col0;
       std::memcpy(dst, src, cols * sizeof(float));
@@ -159,8 +155,7 @@ ffi::Error AmxPack(ffi::ThreadPool pool, ffi::AnyBuffer w, ffi::Result<ffi::AnyB
           const uint16_t* row0 = src + (kb * kKBlock + 2 * r) * n;
           for (int j = 0; j < 4; ++j) {  // rows 2r and 2r + 1 of the chunk's 4 column blocks, interleaved
             const int64_t nb = 4 * chunk + j, n0 = nb * 16;
-            const int64_t cols = std::max<int64_t>(0, std::min<int64_t>(16, n - n0));
-            const __mmask16 mask = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1u);
+            const __mmask16 mask = ledex::Lanes(n - n0);
             const __m256i lo = _mm256_maskz_loadu_epi16(mask, row0 + n0);
             const __m256i hi = _mm256_maskz_loadu_epi16(mask, row0 + n + n0);
             const __m512i pairs =

@@ -64,10 +64,7 @@ inline __m512 Load16(const uint16_t* x) {
       _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))), 16));
 }
 inline __m512 Load16(const float* x) { return _mm512_loadu_ps(x); }
-inline void Store16(uint16_t* x, __m512 v) {
-  __m256bh o = _mm512_cvtneps_pbh(v);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(x), reinterpret_cast<__m256i&>(o));
-}
+inline void Store16(uint16_t* x, __m512 v) { ledex::StoreBf16x16(x, v); }
 inline void Store16(float* x, __m512 v) { _mm512_storeu_ps(x, v); }
 // The XLA path casts bf16 attention probabilities to bf16 before the value product; f32 keeps them.
 inline float Probability(float p, const uint16_t*) { return RoundToBf16(p); }
@@ -105,14 +102,12 @@ void RunUnit(const Problem& p, int64_t unit, std::vector<float>& scores, std::ve
     float* sc = scores.data() + g * n_pad;
     __m512 mx = _mm512_set1_ps(-FLT_MAX);
     for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1u);
-      mx = _mm512_mask_max_ps(mx, m, mx, _mm512_loadu_ps(sc + i));
+      mx = _mm512_mask_max_ps(mx, ledex::Lanes(n - i), mx, _mm512_loadu_ps(sc + i));
     }
     const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
     __m512 total = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1u);
-      const __m512 e = _mm512_maskz_mov_ps(m, ledex::Exp(_mm512_sub_ps(_mm512_loadu_ps(sc + i), top)));
+      const __m512 e = _mm512_maskz_mov_ps(ledex::Lanes(n - i), ledex::Exp(_mm512_sub_ps(_mm512_loadu_ps(sc + i), top)));
       _mm512_storeu_ps(sc + i, e);
       total = _mm512_add_ps(total, e);
     }

@@ -44,17 +44,6 @@ constexpr int kTile = 16 * 32;  // bf16 elements in one A/B tile (16 rows x 64 b
 
 
 
-inline uint16_t ToBf16(float f) {  // round to nearest even, as XLA's f32 -> bf16 convert
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-inline void StoreBf16x16(uint16_t* dst, __m512 v) {
-  __m256bh o = _mm512_cvtneps_pbh(v);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), reinterpret_cast<__m256i&>(o));
-}
-
 struct Dims {
   int64_t batch, t, s, heads, kv_heads, groups, dim;
   int64_t s_pad;  // S rounded up to kKeys
@@ -204,7 +193,7 @@ void BlockTimesPacked(const uint16_t* a, int64_t n, const uint16_t* packed, int6
                       c0 / 16, acc, 64 * 4, false);
       for (int64_t r = 0; r < 16 && half * 16 + r < rows; ++r) {
         uint16_t* dst = x + ((b * p.t + t0 + half * 16 + r) * p.heads + h) * p.dim + c0;
-        for (int c = 0; c < 64; c += 16) StoreBf16x16(dst + c, _mm512_loadu_ps(acc + r * 64 + c));
+        for (int c = 0; c < 64; c += 16) ledex::StoreBf16x16(dst + c, _mm512_loadu_ps(acc + r * 64 + c));
       }
     }
   }
@@ -226,9 +215,7 @@ void LoadRows(const uint16_t* x, const Dims& p, int64_t b, int64_t h, int64_t t0
 inline __m512 MaskedScores(const float* s, const bool* mask_row, int64_t lo, int64_t i, int64_t s_all, float scale) {
   const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s + i), _mm512_set1_ps(scale));
   const int64_t key = lo + i;
-  const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(16, s_all - key));
-  const __mmask16 in_range = static_cast<__mmask16>(valid >= 16 ? 0xFFFF : (1u << valid) - 1u);
-  const __m128i bytes = _mm_maskz_loadu_epi8(in_range, mask_row + key);
+  const __m128i bytes = _mm_maskz_loadu_epi8(ledex::Lanes(s_all - key), mask_row + key);
   const __mmask16 seen = _mm_test_epi8_mask(bytes, bytes);
   return _mm512_mask_blend_ps(seen, _mm512_set1_ps(-std::numeric_limits<float>::infinity()), x);
 }
@@ -298,7 +285,7 @@ void ForwardUnit(const Dims& p, const Forward& f, int64_t unit, Buffers& w) {
         }
         const float sum = _mm512_reduce_add_ps(total);
         const __m512 inv = _mm512_set1_ps(1.0f / sum);
-        for (int64_t i = 0; i < n; i += 16) StoreBf16x16(pr + i, _mm512_mul_ps(_mm512_loadu_ps(e + i), inv));
+        for (int64_t i = 0; i < n; i += 16) ledex::StoreBf16x16(pr + i, _mm512_mul_ps(_mm512_loadu_ps(e + i), inv));
         *lse = top + std::log(sum);
       }
       BlockTimesPacked(w.p_bf16.data(), n, w.v_rows.data(), lo, p, b, h, t0, rows, f.out, w.acc.data());  // p @ v
@@ -371,8 +358,8 @@ void BackwardUnit(const Dims& p, const Backward& f, int64_t unit, Buffers& w) {
         for (int64_t i = 0; i < n; i += 16) {
           const __m512 x = _mm512_loadu_ps(pr + i);
           const __m512 grad = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_sub_ps(_mm512_loadu_ps(dpr + i), delta)), scale);
-          StoreBf16x16(ds + i, grad);
-          StoreBf16x16(pb, x);
+          ledex::StoreBf16x16(ds + i, grad);
+          ledex::StoreBf16x16(pb, x);
           std::memcpy(db, ds + i, sizeof db);
           for (int j = 0; j < 16; ++j) {
             w.p_t[(i + j) * kRows + r] = pb[j];
@@ -396,8 +383,8 @@ void BackwardUnit(const Dims& p, const Backward& f, int64_t unit, Buffers& w) {
     uint16_t* dk = f.dk + (b * p.s * p.kv_heads + s * p.kv_heads + hk) * d;
     uint16_t* dv = f.dv + (b * p.s * p.kv_heads + s * p.kv_heads + hk) * d;
     for (int64_t c = 0; c < d; c += 16) {
-      StoreBf16x16(dk + c, _mm512_loadu_ps(w.dk.data() + s * d + c));
-      StoreBf16x16(dv + c, _mm512_loadu_ps(w.dv.data() + s * d + c));
+      ledex::StoreBf16x16(dk + c, _mm512_loadu_ps(w.dk.data() + s * d + c));
+      ledex::StoreBf16x16(dv + c, _mm512_loadu_ps(w.dv.data() + s * d + c));
     }
   }
 }

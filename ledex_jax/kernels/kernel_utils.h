@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace ledex {
 
@@ -26,6 +27,17 @@ inline __m512 Exp(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   const __m512 y = _mm512_scalef_ps(p, n);
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LE_OQ), y, _mm512_setzero_ps());
+}
+
+// The first `count` of 16 lanes (none for count <= 0, all from 16 on).
+inline __mmask16 Lanes(int64_t count) {
+  return static_cast<__mmask16>(count >= 16 ? 0xFFFF : count <= 0 ? 0 : (1u << count) - 1u);
+}
+
+// 16 float32 lanes rounded to bfloat16 (nearest even) and stored to the lanes `mask` selects.
+inline void StoreBf16x16(uint16_t* dst, __m512 v, __mmask16 mask = 0xFFFF) {
+  __m256bh o = _mm512_cvtneps_pbh(v);
+  _mm256_mask_storeu_epi16(dst, mask, reinterpret_cast<__m256i&>(o));
 }
 
 // Two FFI dimension spans are equal.

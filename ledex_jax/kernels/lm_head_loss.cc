@@ -44,10 +44,6 @@ struct Problem {
   int64_t n, e, vocab, k_blocks, n_chunks, m_blocks, per_panel, panels;
 };
 
-inline __mmask16 Lanes(int64_t count) {
-  return static_cast<__mmask16>(count >= 16 ? 0xFFFF : count <= 0 ? 0 : (1u << count) - 1u);
-}
-
 // Runs fn(chunk, m0, rows, acc) for the logits of every chunk of `panel` and 16-row block mb.
 template <typename Fn>
 void ForEachChunk(const Problem& p, int64_t panel, int64_t mb, int* configured_rows, Fn fn) {
@@ -125,13 +121,13 @@ ffi::Error LmHeadLossForward(ffi::ThreadPool pool, ffi::AnyBuffer h, ffi::AnyBuf
         const int64_t t = p.targets[m0 + r];
         if (t >= col0 && t < col0 + cols) picked[m0 + r] = row[t - col0];
         __m512 top = _mm512_set1_ps(kNegInf);
-        for (int c = 0; c < kChunkCols; c += 16) top = _mm512_mask_max_ps(top, Lanes(cols - c), top, _mm512_loadu_ps(row + c));
+        for (int c = 0; c < kChunkCols; c += 16) top = _mm512_mask_max_ps(top, ledex::Lanes(cols - c), top, _mm512_loadu_ps(row + c));
         const float new_max = std::max(mx[r], _mm512_reduce_max_ps(top));
         if (new_max == kNegInf) continue;  // no columns here
         __m512 total = _mm512_setzero_ps();
         for (int c = 0; c < kChunkCols; c += 16) {
           const __m512 x = ledex::Exp(_mm512_sub_ps(_mm512_loadu_ps(row + c), _mm512_set1_ps(new_max)));
-          total = _mm512_add_ps(total, _mm512_maskz_mov_ps(Lanes(cols - c), x));
+          total = _mm512_add_ps(total, _mm512_maskz_mov_ps(ledex::Lanes(cols - c), x));
         }
         sum[r] = sum[r] * std::exp(mx[r] - new_max) + _mm512_reduce_add_ps(total);
         mx[r] = new_max;
@@ -185,10 +181,7 @@ ffi::Error LmHeadLossBackward(ffi::ThreadPool pool, ffi::AnyBuffer h, ffi::AnyBu
         const int64_t t = p.targets[m0 + r];
         if (t >= col0 && t < col0 + cols) row[t - col0] -= g;
         uint16_t* dst = out + (m0 + r) * p.vocab + col0;
-        for (int c = 0; c < cols; c += 16) {
-          __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(row + c));
-          _mm256_mask_storeu_epi16(dst + c, Lanes(cols - c), reinterpret_cast<__m256i&>(v));
-        }
+        for (int c = 0; c < cols; c += 16) ledex::StoreBf16x16(dst + c, _mm512_loadu_ps(row + c), ledex::Lanes(cols - c));
       }
     });
   });

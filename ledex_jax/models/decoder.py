@@ -65,7 +65,7 @@ class DecoderLM(nnx.Module):
         new_cache = None if cache is None else L.KVCache(*new_kv, cache.end + t)
         if not logits:
             return L.ModelOutput(None, h, new_cache)
-        return L.ModelOutput(self._logits(h), h, new_cache)
+        return L.ModelOutput(self._logits(h, self.unembedding().astype(dtype)), h, new_cache)
 
     def target_log_probs(self, input_ids, targets, attention_mask=None, **kwargs):
         """log p(targets[b, t]) [B, T] float32 (the next-token log-probabilities a loss needs).
@@ -78,11 +78,10 @@ class DecoderLM(nnx.Module):
         if lm_head_loss.applies(hidden, w):
             b, t, e = hidden.shape
             return -lm_head_loss.token_nll(hidden.reshape(b * t, e), w, targets.reshape(-1)).reshape(b, t)
-        return L.token_log_probs(self._logits(hidden), targets)
+        return L.token_log_probs(self._logits(hidden, w), targets)
 
-    def _logits(self, h):
-        logits = L.logits_matmul(h, self.unembedding().astype(self.config.jnp_dtype))
-        return constrain(logits, ("batch", "length", "act_vocab"))
+    def _logits(self, h, w):
+        return constrain(L.logits_matmul(h, w), ("batch", "length", "act_vocab"))
 
 
 class StackedLayers(nnx.Module):
