@@ -1,15 +1,7 @@
-"""bfloat16 products on Intel AMX tiles for JAX on CPU (`amx_matmul.cc`, an XLA FFI custom call).
-
-XLA:CPU's bf16 products are slow here (2-core Sapphire Rapids): with few rows (decode, SmolLM2-135M
-shapes: 16 x 576 x 1536 in 0.20 ms vs the kernel's 0.05; 1 row 0.42 vs 0.026 ms), in the
-weight-gradient form (both operands contracting their token axis: ~280 GFLOP/s), for the
-vocabulary-sized LM head (run in float32), and 1.3-2x behind the kernel at training shapes.
-Used by the sampler's CPU decode path for bfloat16 models (weights packed once,
-`packed.PackedWeight`) and by bf16 training on CPU for every [rows, in] x [in, out] product and
-its gradients (`dense`, `weight_grad`: operands packed on every call).
-
-Built on first use (`build.py`); `available()` is False, with the reason in
-`unavailable_reason()`, where it cannot run.
+"""bfloat16 products on Intel AMX tiles for JAX on CPU (`amx_matmul.cc`, an XLA FFI custom call):
+XLA:CPU's bf16 products are slow at decode shapes, in the weight-gradient form and for the LM
+head (figures in docs/benchmarks.md). Used through `ledex_jax/ops` only: decode products with
+weights packed once (`packed.PackedWeight`), training products packed per call (`dense`).
 
     packed = pack(w)                    # [K, N] bf16 weight, once
     y = matmul(x, packed, n=N)          # x [M, K] bf16 -> [M, N] float32
@@ -22,16 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ledex_jax.kernels.build import available, unavailable_reason, usable_in_trace
+from ledex_jax.kernels.build import require
 
 TARGET, PACK_TARGET = "ledex_amx_matmul", "ledex_amx_pack"
 K_BLOCK, N_BLOCK, N_CHUNK = 32, 16, 64
-
-
-def trains(*arrays) -> bool:
-    """The training products (`dense`, `weight_grad`) take these bf16 operands in the program
-    being traced (CPU kernels usable, no multi-device mesh)."""
-    return all(a.dtype == jnp.bfloat16 for a in arrays) and usable_in_trace()
 
 
 def packable(k: int) -> bool:
@@ -39,15 +25,17 @@ def packable(k: int) -> bool:
     return k % K_BLOCK == 0
 
 
-def pack(w, transposed: bool = False) -> jax.Array:
+def pack(w, transposed: bool = False, reference: bool = False) -> jax.Array:
     """[K, N] weight -> bfloat16 [Np/16, K/32, 16, 32] AMX B tiles (Np = N rounded up to 64).
-    transposed: w is given as w^T [N, K] (read in place by the kernel: no transposed copy)."""
+    transposed: w is given as w^T [N, K] (read in place by the kernel: no transposed copy).
+    reference: XLA's reshape/transpose instead of the packing kernel (same tiles, slower)."""
     n, k = w.shape if transposed else w.shape[::-1]
     if not packable(k):
         raise ValueError(f"amx.pack: contracted size {k} is not a multiple of {K_BLOCK}; use XLA's product")
     n_pad = -(-n // N_CHUNK) * N_CHUNK
     shape = (n_pad // N_BLOCK, k // K_BLOCK, N_BLOCK, 2 * N_BLOCK)
-    if usable_in_trace():  # the kernel's own packing (XLA's copies below are ~3x slower in a train step)
+    if not reference:
+        require("amx_matmul", "amx.pack")
         return jax.ffi.ffi_call(PACK_TARGET, jax.ShapeDtypeStruct(shape, jnp.bfloat16))(
             w.astype(jnp.bfloat16), transposed=transposed)
     w = jnp.pad((w.T if transposed else w).astype(jnp.bfloat16), ((0, 0), (0, n_pad - n)))
@@ -62,8 +50,7 @@ def matmul(x, packed, n: int, out_dtype=jnp.float32) -> jax.Array:
     if packed.shape[1] * K_BLOCK != x.shape[1] or not 0 <= packed.shape[0] * N_BLOCK - n < N_CHUNK:
         raise ValueError(f"amx.matmul: x {list(x.shape)} and n={n} do not match packed weight "
                          f"{list(packed.shape)}")
-    if not available():
-        raise RuntimeError(f"amx.matmul: the CPU kernels are unavailable ({unavailable_reason()})")
+    require("amx_matmul", "amx.matmul")
     out = jax.ShapeDtypeStruct((x.shape[0], n), np.dtype(out_dtype))
     return jax.ffi.ffi_call(TARGET, out)(x, packed)
 
@@ -83,7 +70,7 @@ def weight_grad(a, b):
 def dense(x, w, out_dtype=jnp.float32):
     """x [M, K] @ w [K, N], bfloat16 -> out_dtype (float32 accumulation), differentiable: the
     weight is packed on every call (one pass over it), so it suits weights that change
-    (training). Backward products take the cotangent in bfloat16 (see `layers.lowp_einsum`)."""
+    (training). Backward products take the cotangent in bfloat16 (see `ops.dense.lowp_einsum`)."""
     return matmul(_pad_cols(x), pack(_pad_rows(w, K_BLOCK)), w.shape[1], out_dtype)
 
 

@@ -1,15 +1,23 @@
-"""Builds and loads the CPU kernels (`*.cc` here, XLA FFI custom calls) on first use.
+"""Builds and loads the CPU kernels (`*.cc` here, XLA FFI custom calls) on first use, each library
+only where this CPU has the instructions it executes.
 
-Compiled with the system C++ compiler into one shared library, cached by a hash of the sources,
-flags and JAX version (`$LEDEX_JAX_CACHE`, default `~/.cache/ledex_jax`). The kernels need an
-x86 CPU with AMX and AVX-512 bf16 (Sapphire Rapids or newer); elsewhere, without a compiler, or
-with `LEDEX_JAX_CPU_KERNELS=0`, `unavailable_reason()` says why and callers keep XLA's ops.
+Three libraries, one per instruction set, so each kernel is gated on what it really needs:
+
+| library       | kernels                                        | CPU flags                         |
+|---------------|------------------------------------------------|-----------------------------------|
+| `avx512`      | `f32_matmul` (float32 decode products)         | avx512f, avx512bw, avx512vl       |
+| `avx512_bf16` | `decode_attention` (one token over the cache)  | + avx512_bf16                     |
+| `amx`         | `amx_matmul`, `flash_attention`, `lm_head_loss` | + amx_tile, amx_bf16              |
+
+Compiled with the system C++ compiler, cached by a hash of the sources, flags and JAX version
+(`$LEDEX_JAX_CACHE`, default `~/.cache/ledex_jax`). `LEDEX_JAX_CPU_KERNELS=0` switches all off.
+`unavailable_reason(kernel)` says why a kernel cannot run here; the seam (`ledex_jax/ops`) then
+keeps XLA's op for it.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -21,23 +29,43 @@ import tempfile
 
 import jax
 
-from ledex_jax.sharding import active_mesh
-
 HERE = pathlib.Path(__file__).parent
-SOURCES = ("amx_matmul.cc", "f32_matmul.cc", "decode_attention.cc", "flash_attention.cc", "lm_head_loss.cc")
 HEADERS = ("amx_tiles.h", "kernel_utils.h", "parallel.h")
-CPU_FLAGS = {"amx_tile", "amx_bf16", "avx512_bf16", "avx512bw", "avx512vl"}
-TARGETS = {"ledex_amx_matmul": "LedexAmxMatmul", "ledex_amx_pack": "LedexAmxPack", "ledex_f32_matmul": "LedexF32Matmul",
-           "ledex_decode_attention": "LedexDecodeAttention",
-           "ledex_flash_attention_fwd": "LedexFlashAttentionForward",
-           "ledex_flash_attention_bwd": "LedexFlashAttentionBackward",
-           "ledex_lm_head_loss_fwd": "LedexLmHeadLossForward", "ledex_lm_head_loss_bwd": "LedexLmHeadLossBackward"}
+_AVX512 = ("avx512f", "avx512bw", "avx512vl")
+
+
+@dataclasses.dataclass(frozen=True)
+class Library:
+    sources: tuple[str, ...]
+    cpu_flags: tuple[str, ...]          # /proc/cpuinfo flags its code executes
+    compiler_flags: tuple[str, ...]
+    targets: dict                       # FFI target name -> exported symbol
+
+
+LIBRARIES = {
+    "avx512": Library(("f32_matmul.cc",), _AVX512, ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma"),
+                      {"ledex_f32_matmul": "LedexF32Matmul"}),
+    "avx512_bf16": Library(("decode_attention.cc",), _AVX512 + ("avx512_bf16",),
+                           ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma", "-mavx512bf16"),
+                           {"ledex_decode_attention": "LedexDecodeAttention"}),
+    "amx": Library(("amx_matmul.cc", "flash_attention.cc", "lm_head_loss.cc"),
+                   _AVX512 + ("avx512_bf16", "amx_tile", "amx_bf16"),
+                   ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma", "-mavx512bf16", "-mamx-tile", "-mamx-bf16"),
+                   {"ledex_amx_matmul": "LedexAmxMatmul", "ledex_amx_pack": "LedexAmxPack",
+                    "ledex_flash_attention_fwd": "LedexFlashAttentionForward",
+                    "ledex_flash_attention_bwd": "LedexFlashAttentionBackward",
+                    "ledex_lm_head_loss_fwd": "LedexLmHeadLossForward",
+                    "ledex_lm_head_loss_bwd": "LedexLmHeadLossBackward"}),
+}
+# Each kernel and the library that holds it.
+KERNELS = {"f32_matmul": "avx512", "decode_attention": "avx512_bf16", "amx_matmul": "amx",
+           "flash_attention": "amx", "lm_head_loss": "amx"}
 
 log = logging.getLogger(__name__)
-_ENABLED = contextvars.ContextVar("ledex_cpu_kernels", default=True)
+_REGISTERED: set[str] = set()  # FFI targets registered in this process (once each)
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     try:
         text = pathlib.Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -54,23 +82,23 @@ def _cache_dir() -> pathlib.Path:
     return pathlib.Path(root) / "kernels"
 
 
-def compile_library() -> pathlib.Path:
-    """The kernels' shared library, built once per (sources, flags, compiler, JAX version)."""
+def compile_library(name: str) -> pathlib.Path:
+    """Library `name`'s shared object, built once per (sources, flags, compiler, JAX version)."""
+    lib = LIBRARIES[name]
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise RuntimeError("no C++ compiler (g++/c++ or $CXX) to build the CPU kernels")
-    flags = ["-O2", "-std=c++17", "-shared", "-fPIC", "-mamx-tile", "-mamx-bf16", "-mavx512f",
-             "-mavx512bw", "-mavx512vl", "-mavx512bf16", f"-I{jax.ffi.include_dir()}"]
+    flags = ["-O2", "-std=c++17", "-shared", "-fPIC", *lib.compiler_flags, f"-I{jax.ffi.include_dir()}"]
     digest = hashlib.sha256(" ".join([compiler, *flags, jax.__version__]).encode())
-    for name in SOURCES + HEADERS:
-        digest.update((HERE / name).read_bytes())
-    out = _cache_dir() / f"ledex_cpu_kernels-{digest.hexdigest()[:16]}.so"
+    for source in lib.sources + HEADERS:
+        digest.update((HERE / source).read_bytes())
+    out = _cache_dir() / f"ledex_{name}-{digest.hexdigest()[:16]}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         built = pathlib.Path(tmp) / out.name
-        cmd = [compiler, *flags, *(str(HERE / s) for s in SOURCES), "-o", str(built)]
+        cmd = [compiler, *flags, *(str(HERE / s) for s in lib.sources), "-o", str(built)]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True)
         except OSError as e:
@@ -83,54 +111,43 @@ def compile_library() -> pathlib.Path:
 
 
 @functools.cache
-def _load() -> str | None:
-    """Builds, loads and registers the kernels once; returns why they are unavailable, or None."""
+def _load(name: str) -> str | None:
+    """Builds, loads and registers library `name` once; returns why it is unavailable, or None."""
     if os.environ.get("LEDEX_JAX_CPU_KERNELS", "1") == "0":
         return "disabled by LEDEX_JAX_CPU_KERNELS=0"
-    missing = CPU_FLAGS - _cpu_flags()
+    lib = LIBRARIES[name]
+    missing = set(lib.cpu_flags) - cpu_flags()
     if missing:
         return f"this CPU lacks {', '.join(sorted(missing))}"
     try:
-        lib = ctypes.CDLL(str(compile_library()))
+        handle = ctypes.CDLL(str(compile_library(name)))
     except (RuntimeError, OSError) as e:
-        log.warning("CPU kernels unavailable, using XLA's ops: %s", e)
+        log.warning("CPU kernels (%s) unavailable, using XLA's ops: %s", name, e)
         return str(e)
-    if lib.LedexAmxRequestPermission() != 0:
+    if name == "amx" and handle.LedexAmxRequestPermission() != 0:
         return "Linux refused AMX tile state to this process (arch_prctl ARCH_REQ_XCOMP_PERM)"
-    for target, symbol in TARGETS.items():
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    for target, symbol in lib.targets.items():
+        if target not in _REGISTERED:
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)), platform="cpu")
+            _REGISTERED.add(target)
     return None
 
 
-def unavailable_reason() -> str | None:
-    """None when the kernels run here (CPU backend, AMX CPU, library built, not switched off by
-    `enabled(False)`), else why not."""
-    if not _ENABLED.get():
-        return "switched off by kernels.build.enabled(False)"
+def unavailable_reason(kernel: str) -> str | None:
+    """None when `kernel` (a key of KERNELS) runs here, else why not."""
+    if kernel not in KERNELS:
+        raise KeyError(f"unknown CPU kernel {kernel!r}; known: {sorted(KERNELS)}")
     if jax.default_backend() != "cpu":
         return f"the backend is {jax.default_backend()}; these kernels are CPU-only"
-    return _load()
+    return _load(KERNELS[kernel])
 
 
-def available() -> bool:
-    return unavailable_reason() is None
+def available(kernel: str) -> bool:
+    return unavailable_reason(kernel) is None
 
 
-def usable_in_trace() -> bool:
-    """`available()` and no multi-device mesh active for the code being traced: the custom calls
-    have no sharding rule, so sharded programs keep XLA's ops."""
-    active = active_mesh()
-    return (active is None or active[0].size == 1) and available()
-
-
-@contextlib.contextmanager
-def enabled(flag: bool):
-    """Code traced inside uses the kernels only if `flag` (and they are available): how a caller
-    (e.g. `Sampler(cpu_kernels=False)`) keeps XLA's ops for its programs. It acts at trace time,
-    and `jax.jit` caches traces per function: give each setting its own jitted function (the
-    Sampler's are per instance)."""
-    token = _ENABLED.set(flag)
-    try:
-        yield
-    finally:
-        _ENABLED.reset(token)
+def require(kernel: str, caller: str) -> None:
+    """Raises a RuntimeError naming `caller` and the reason when `kernel` cannot run here."""
+    reason = unavailable_reason(kernel)
+    if reason is not None:
+        raise RuntimeError(f"{caller}: the CPU kernel {kernel!r} is unavailable ({reason})")

@@ -1,8 +1,6 @@
-"""float32 products with few rows (decode) for JAX on CPU (`f32_matmul.cc`, an XLA FFI custom call).
-
-XLA:CPU's float32 products at decode shapes run at 8-90 GFLOP/s here (SmolLM2-135M: 1 x 576 x 1536
-in 0.23 ms); the kernel streams each weight once per 8 rows. The sampler's CPU decode path uses it
-for float32 models when the CPU kernels are available (`build.py`); bfloat16 models use `amx.py`.
+"""float32 products with few rows (decode) for JAX on CPU (`f32_matmul.cc`, an XLA FFI custom call,
+AVX-512): the kernel streams each packed weight once per 8 rows, where XLA:CPU's small products
+fall far below the memory bandwidth. Used by the sampler's decode path through `ledex_jax/ops`.
 
     packed = pack(w)                    # [K, N] float32 weight, once
     y = matmul(x, packed, n=N)          # x [M, K] float32 -> [M, N] float32
@@ -12,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ledex_jax.kernels.build import available, unavailable_reason
+from ledex_jax.kernels.build import require
 
 TARGET = "ledex_f32_matmul"
 PANEL, PAIR = 16, 32
@@ -34,6 +32,5 @@ def matmul(x, packed, n: int, out_dtype=jnp.float32) -> jax.Array:
         raise ValueError(f"f32.matmul: x must be a 2-D float32 array, got {x.dtype}{list(x.shape)}")
     if packed.shape[1] != x.shape[1] or not 0 <= packed.shape[0] * PANEL - n < PAIR:
         raise ValueError(f"f32.matmul: x {list(x.shape)} and n={n} do not match packed weight {list(packed.shape)}")
-    if not available():
-        raise RuntimeError(f"f32.matmul: the CPU kernels are unavailable ({unavailable_reason()})")
+    require("f32_matmul", "f32.matmul")
     return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))(x, packed)

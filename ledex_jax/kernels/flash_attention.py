@@ -1,11 +1,9 @@
 """Attention for bfloat16 training and scoring on CPU (`flash_attention.cc`, XLA FFI custom calls on
 Intel AMX tiles), forward and backward, as a differentiable JAX function.
 
-XLA:CPU runs `layers.dot_attention` with the [B, Hkv, G, T, S] scores, softmax and their
-transposes materialised in float32: ~2.3 s of a 7 s bf16 SmolLM2-135M train step (4 x 512). The
-kernel keeps 32 query rows of scores at a time, visits only the key blocks the mask lets them see,
-and saves just the rows' log-sum-exp for the backward (so remat policy "attention" has nothing to
-recompute). Same numerics as the XLA path up to summation order (see the .cc).
+XLA:CPU materialises the [B, Hkv, G, T, S] float32 scores and their transposes; the kernel keeps
+32 query rows of scores at a time, visits only the key blocks the mask lets them see, and saves
+just the rows' log-sum-exp for the backward. Same numerics as the XLA path up to summation order.
 """
 from __future__ import annotations
 
@@ -15,23 +13,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ledex_jax.kernels.build import available, unavailable_reason, usable_in_trace
+from ledex_jax.kernels.build import require
 
 FORWARD, BACKWARD = "ledex_flash_attention_fwd", "ledex_flash_attention_bwd"
 
 
 def applies(q, k, v) -> bool:
-    """bfloat16 q/k/v, head size a multiple of 64 (<= 256), whole query groups, no multi-device mesh
-    (the custom calls have no sharding rule) and the kernels built for this CPU."""
+    """bfloat16 q/k/v, head size a multiple of 64 (<= 256), whole query groups."""
     return (q.dtype == k.dtype == v.dtype == jnp.bfloat16 and q.shape[-1] % 64 == 0 and q.shape[-1] <= 256
-            and q.shape[2] % k.shape[2] == 0 and usable_in_trace())
+            and q.shape[2] % k.shape[2] == 0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def flash_attention(q, k, v, visible, scale: float):
     """q [B, T, H, D]; k, v [B, S, Hkv, D] (as projected); visible [B, T, S] bool -> [B, T, H, D].
 
-    Query head i uses kv head i // (H / Hkv), as `layers.dot_attention`. A query row that sees no
+    Query head i uses kv head i // (H / Hkv), as `ops.attention.dot_attention`. A query row that sees no
     key gets zeros (padding; the XLA path averages all values there)."""
     return _forward(q, k, v, visible, scale)[0]
 
@@ -42,8 +39,7 @@ def _check(q, k, v, visible):
             or visible.shape != (b, t, k.shape[1])):
         raise ValueError(f"flash_attention: q {q.shape}, k {k.shape}, v {v.shape}, visible {visible.shape}; "
                          "expected q [B, T, H, D], k, v [B, S, Hkv, D] with Hkv dividing H, visible [B, T, S]")
-    if not available():
-        raise RuntimeError(f"flash_attention: the CPU kernels are unavailable ({unavailable_reason()})")
+    require("flash_attention", "flash_attention")
 
 
 def _forward(q, k, v, visible, scale):

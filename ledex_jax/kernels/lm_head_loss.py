@@ -2,10 +2,9 @@
 calls on Intel AMX tiles): -log p(target) from the final hidden states, without the [N, V]
 float32 logits.
 
-XLA:CPU writes the float32 logits (400 MB for SmolLM2-135M at 4 x 512 tokens), then runs the
-log-softmax and its gradient in several passes over them. The kernel keeps each row's running
-log-sum-exp as the logits leave the tiles; the backward recomputes them and writes the logits'
-gradient once, in bf16, for the two products that follow (`amx.dense_grads`).
+XLA:CPU writes the float32 logits, then runs the log-softmax and its gradient in several passes
+over them. The kernel keeps each row's running log-sum-exp as the logits leave the tiles; the
+backward recomputes them and writes the logits' gradient once, in bf16 (`amx.dense_grads`).
 """
 from __future__ import annotations
 
@@ -14,15 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ledex_jax.kernels import amx
-from ledex_jax.kernels.build import available, unavailable_reason, usable_in_trace
+from ledex_jax.kernels.build import require
 
 FORWARD, BACKWARD = "ledex_lm_head_loss_fwd", "ledex_lm_head_loss_bwd"
 
 
 def applies(h, w) -> bool:
-    """bf16 hidden states and head, an embedding size of whole 32-element blocks, CPU kernels
-    usable in this trace (no multi-device mesh)."""
-    return h.dtype == w.dtype == jnp.bfloat16 and amx.packable(w.shape[0]) and usable_in_trace()
+    """bf16 hidden states and head, an embedding size of whole 32-element blocks."""
+    return h.dtype == w.dtype == jnp.bfloat16 and amx.packable(w.shape[0])
 
 
 @jax.custom_vjp
@@ -36,8 +34,7 @@ def _forward(h, packed, targets, vocab):
     if h.ndim != 2 or targets.shape != h.shape[:1] or packed.shape[1] * amx.K_BLOCK != h.shape[1]:
         raise ValueError(f"lm_head_loss: h {h.shape}, packed head {packed.shape}, targets {targets.shape}; expected "
                          "h [N, E], the head packed by amx.pack from [E, V], targets [N]")
-    if not available():
-        raise RuntimeError(f"lm_head_loss: the CPU kernels are unavailable ({unavailable_reason()})")
+    require("lm_head_loss", "lm_head_loss")
     rows = jax.ShapeDtypeStruct(h.shape[:1], np.dtype(np.float32))
     return jax.ffi.ffi_call(FORWARD, (rows, rows))(h, packed, targets.astype(jnp.int32), vocab=np.int64(vocab))
 

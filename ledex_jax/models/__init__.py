@@ -13,7 +13,8 @@ from flax import nnx
 
 from ledex_jax.models.config import SUPPORTED_MODEL_TYPES, ModelConfig
 from ledex_jax.models.gpt_bigcode import GPTBigCode
-from ledex_jax.models.layers import KVCache, ModelOutput
+from ledex_jax.models.decoder import ModelOutput
+from ledex_jax.models.kv_cache import KVCache
 from ledex_jax.models.llama import Llama
 from ledex_jax.models.presets import get_preset, preset_names
 

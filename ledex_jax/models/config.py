@@ -10,6 +10,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from ledex_jax.ops.choice import KERNEL_CHOICES
+
 SUPPORTED_MODEL_TYPES = ("llama", "gpt_bigcode")
 # "attention": keep every layer activation but the attention scores/probabilities, which the backward
 # pass recomputes from q and k (saves B*H*T*T floats per layer; a fused flash kernel does the same).
@@ -44,10 +46,11 @@ class ModelConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype
     remat_policy: str = "none"
-    # False: the layer scan fully unrolled. Compile time grows with depth; on XLA:CPU it avoids
-    # stacking each layer's bf16 residuals (a rolled scan writes them by converting the whole
-    # [L, ...] stack to float32 and back per layer): bf16 SmolLM2 train step 1.3x.
+    # False: the layer scan fully unrolled (compile time grows with depth; XLA:CPU then writes each
+    # layer's bf16 residuals in place instead of converting the whole stack per layer).
     scan_layers: bool = True
+    # Which implementation each op uses: auto | xla | pallas | cudnn | cpu (ledex_jax/ops/choice.py).
+    kernels: str = "auto"
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -61,6 +64,8 @@ class ModelConfig:
         for field in ("param_dtype", "dtype"):
             if getattr(self, field) not in _DTYPES:
                 raise ValueError(f"{field}={getattr(self, field)!r}; choose one of {sorted(_DTYPES)}")
+        if self.kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels={self.kernels!r}; choose one of {KERNEL_CHOICES} (table: ledex_jax/ops/choice.py)")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy={self.remat_policy!r}; choose one of {REMAT_POLICIES}")
 

@@ -1,16 +1,32 @@
-"""The decoder-only forward pass shared by every family: masks, positions, KV cache, scanned
-layers and the LM head. A family supplies its embedding, its layer body and its final norm."""
+"""The decoder-only forward pass shared by every family: masks, positions, KV cache, the layer
+stack and the LM head. A family supplies its embedding, its layer body and its final norm; every
+product and attention goes through `ledex_jax.ops`, which picks the implementation."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ledex_jax.kernels import attention as decode_attention
-from ledex_jax.kernels import flash_attention, lm_head_loss
-from ledex_jax.models import layers as L
+from ledex_jax import ops as O
 from ledex_jax.models.config import ModelConfig
+from ledex_jax.models.kv_cache import KVCache, default_positions
+from ledex_jax.models.layer_stack import run_layers
+from ledex_jax.models.params import values
 from ledex_jax.sharding import constrain
+
+
+class ModelOutput(NamedTuple):
+    logits: jax.Array | None  # [batch, length, vocab], float32 (None: `forward(..., logits=False)`)
+    hidden: jax.Array  # [batch, length, embed], final-norm hidden states (value heads read these)
+    cache: KVCache | None
+
+
+class DecodeWeights(NamedTuple):
+    """Per-layer weights in decode layouts (`sampling/loop.py:decode_weights`), for `forward(weights=...)`."""
+    layers: tuple     # one dict of arrays / `ops.DecodeLayout`s per layer
+    lm_head: object   # [embed, vocab] head or its `ops.DecodeLayout`
 
 
 class DecoderLM(nnx.Module):
@@ -20,8 +36,8 @@ class DecoderLM(nnx.Module):
     def embed(self, input_ids, positions, dtype):
         raise NotImplementedError
 
-    def make_block(self, positions):
-        """Returns block(h, layer_arrays, kv, visible, cache_end) -> (h, kv)."""
+    def make_block(self, positions, mask: O.AttentionMask, ops: O.Ops):
+        """Returns block(h, layer_params, kv) -> (h, kv)."""
         raise NotImplementedError
 
     def final_norm(self, h):
@@ -36,52 +52,61 @@ class DecoderLM(nnx.Module):
         """Logits [batch, length, vocab] in float32."""
         return self.forward(input_ids, attention_mask, **kwargs).logits
 
-    def init_cache(self, batch: int, slots: int, dtype=None) -> L.KVCache:
+    def ops(self) -> O.Ops:
+        """The implementations `config.kernels` selects for the program being traced."""
+        return O.select(self.config.kernels, self.config.dtype)
+
+    def init_cache(self, batch: int, slots: int, dtype=None, per_layer: bool = False) -> KVCache:
         c = self.config
-        return L.KVCache.zeros(c.num_layers, batch, slots, c.num_kv_heads, c.dim_per_head,
-                               dtype or c.jnp_dtype)
+        return KVCache.zeros(c.num_layers, batch, slots, c.num_kv_heads, c.dim_per_head, dtype or c.jnp_dtype,
+                             per_layer)
 
     def forward(self, input_ids, attention_mask=None, *, positions=None, segment_ids=None,
-                cache: L.KVCache | None = None, logits: bool = True) -> L.ModelOutput:
+                cache: KVCache | None = None, logits: bool = True, ops: O.Ops | None = None,
+                weights: DecodeWeights | None = None) -> ModelOutput:
         """Without a cache, attention_mask is [B,T] (1 = token, left padding allowed). With a cache
         it covers all cache slots [B,S] and the T new tokens go to slots cache.end .. cache.end+T-1.
-        logits=False: only the final hidden states (ModelOutput.logits is None)."""
+        logits=False: only the final hidden states (ModelOutput.logits is None).
+        ops: the implementations (default `self.ops()`); weights: per-layer decode weights."""
         cfg, dtype = self.config, self.config.jnp_dtype
+        ops = ops or self.ops()
         b, t = input_ids.shape
         if attention_mask is None:
-            attention_mask = jnp.ones((b, t) if cache is None else (b, cache.k.shape[3]), jnp.int32)
+            attention_mask = jnp.ones((b, t) if cache is None else (b, _slots(cache)), jnp.int32)
         end = cache.end if cache is not None else 0
         if positions is None:
-            positions = L.default_positions(attention_mask)
+            positions = default_positions(attention_mask)
             if cache is not None:
                 positions = jax.lax.dynamic_slice_in_dim(positions, end, t, axis=1)
-        visible = L.attention_mask_bias(t, attention_mask, segment_ids, q_offset=end)
+        mask = O.AttentionMask.build(t, attention_mask, segment_ids, q_offset=end)
 
-        h = L.constrain_hidden(self.embed(input_ids, positions, dtype))
-        block = self.make_block(positions)
-        h, new_kv = L.scan_layers(lambda h, p, kv: block(h, p, kv, visible, end), h,
-                                  self.layers.arrays(None), cache, cfg.remat_policy, dtype, cfg.scan_layers)
+        h = constrain_hidden(self.embed(input_ids, positions, dtype))
+        block = self.make_block(positions, mask, ops)
+        layer_params = weights.layers if weights is not None else self.layers.arrays(None)
+        kv = None if cache is None else (cache.k, cache.v)
+        h, new_kv = run_layers(block, h, layer_params, kv, cfg.remat_policy, dtype, cfg.scan_layers)
         h = self.final_norm(h)
-        new_cache = None if cache is None else L.KVCache(*new_kv, cache.end + t)
+        new_cache = None if cache is None else KVCache(*new_kv, end + t)
         if not logits:
-            return L.ModelOutput(None, h, new_cache)
-        return L.ModelOutput(self._logits(h, self.unembedding().astype(dtype)), h, new_cache)
+            return ModelOutput(None, h, new_cache)
+        return ModelOutput(self.logits(h, ops, weights), h, new_cache)
+
+    def logits(self, hidden, ops: O.Ops | None = None, weights: DecodeWeights | None = None):
+        """float32 logits [..., vocab] from final hidden states [..., embed]."""
+        head = weights.lm_head if weights is not None else self.unembedding().astype(self.config.jnp_dtype)
+        out = O.logits(ops or self.ops(), hidden, head)
+        return constrain(out, ("batch", "length", "act_vocab")) if out.ndim == 3 else out
 
     def target_log_probs(self, input_ids, targets, attention_mask=None, **kwargs):
-        """log p(targets[b, t]) [B, T] float32 (the next-token log-probabilities a loss needs).
+        """log p(targets[b, t]) [B, T] float32 (the next-token log-probabilities a loss needs),
+        without materialising the logits where the implementation allows. kwargs: as `forward`."""
+        ops = kwargs.pop("ops", None) or self.ops()
+        hidden = self.forward(input_ids, attention_mask, logits=False, ops=ops, **kwargs).hidden
+        return O.target_log_probs(ops, hidden, self.unembedding().astype(self.config.jnp_dtype), targets)
 
-        On CPU in bfloat16 the LM head and log-softmax run as one kernel that never stores the
-        [B, T, V] float32 logits (`kernels/lm_head_loss.py`); elsewhere `forward` then
-        `layers.token_log_probs`. kwargs: as `forward`."""
-        hidden = self.forward(input_ids, attention_mask, logits=False, **kwargs).hidden
-        w = self.unembedding().astype(self.config.jnp_dtype)
-        if lm_head_loss.applies(hidden, w):
-            b, t, e = hidden.shape
-            return -lm_head_loss.token_nll(hidden.reshape(b * t, e), w, targets.reshape(-1)).reshape(b, t)
-        return L.token_log_probs(self._logits(hidden, w), targets)
 
-    def _logits(self, h, w):
-        return constrain(L.logits_matmul(h, w), ("batch", "length", "act_vocab"))
+def _slots(cache: KVCache) -> int:
+    return cache.k[0].shape[2] if isinstance(cache.k, tuple) else cache.k.shape[3]
 
 
 class StackedLayers(nnx.Module):
@@ -89,41 +114,27 @@ class StackedLayers(nnx.Module):
 
     def arrays(self, dtype) -> dict[str, jax.Array]:
         """The stacked weights, cast to `dtype` (None: as stored)."""
-        return L.values({k: v for k, v in vars(self).items() if isinstance(v, nnx.Param)}, dtype)
+        return values({k: v for k, v in vars(self).items() if isinstance(v, nnx.Param)}, dtype)
 
 
-def project_qkv(x, p, prefix=""):
-    """q, k, v projections [B,T,heads,head_dim] with optional biases."""
-    out = []
-    for name in ("q", "k", "v"):
-        y = L.matmul("bte,ehd->bthd", x, p[f"{name}_proj"])
-        out.append(y + p[f"{name}_bias"] if f"{name}_bias" in p else y)
-    q, k, v = out
-    return constrain(q, ("batch", "length", "act_heads", None)), k, v
+def constrain_hidden(h):
+    return constrain(h, ("batch", "length", "act_embed"))
 
 
-def attend(cfg: ModelConfig, q, k, v, kv, visible, cache_end):
-    """Writes k, v [B,T,Hkv,D] into the layer's cache (if any) and attends; returns ([B,T,H,D], kv)."""
-    if L.fused_attention_applies(q, kv):
-        return L.fused_attention(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
-    if kv is None and flash_attention.applies(q, k, v):  # bf16 training/scoring, CPU kernel
-        return flash_attention.flash_attention(q, k, v, visible[:, 0, 0], cfg.dim_per_head ** -0.5), kv
-    k, v = L.heads_first(k), L.heads_first(v)
-    if kv is not None:
-        kv = L.update_cache(*kv, k, v, cache_end)
-        k, v = kv
-        if decode_attention.applies(q, k, v):  # one token over the cache, CPU kernel
-            return decode_attention.decode_attention(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
-    return L.attention_for(cfg.remat_policy)(q, k, v, visible, cfg.dim_per_head ** -0.5), kv
+def linear(ops: O.Ops, spec: str, x, p, weight: str, bias: str):
+    """x times p[weight], plus p[bias] when the layer has one."""
+    y = O.matmul(ops, spec, x, p[weight])
+    return y + p[bias] if bias in p else y
 
 
-def project_out(attn, p):
-    # One 2-D product over (heads x head_dim) in storage order: a two-axis einsum contracts them
-    # as (head_dim, heads), and XLA:CPU then transposes o_proj and the activations on every call.
-    if isinstance(p["o_proj"], L.DECODE_LAYOUTS):
-        y = p["o_proj"].apply(attn)
-    else:
-        b, t, h, d = attn.shape
-        w = p["o_proj"]
-        y = L.matmul("ni,ie->ne", attn.reshape(b * t, h * d), w.reshape(h * d, w.shape[-1])).reshape(b, t, -1)
-    return y + p["o_bias"] if "o_bias" in p else y
+def self_attention(ops: O.Ops, cfg: ModelConfig, x, p, mask: O.AttentionMask, kv, rope=None):
+    """q/k/v projections (optionally rotated by `rope(x)`), attention, output projection; returns
+    ([B, T, embed], the layer's updated cache)."""
+    q = constrain(linear(ops, "bte,ehd->bthd", x, p, "q_proj", "q_bias"), ("batch", "length", "act_heads", None))
+    k = linear(ops, "bte,ehd->bthd", x, p, "k_proj", "k_bias")
+    v = linear(ops, "bte,ehd->bthd", x, p, "v_proj", "v_bias")
+    if rope is not None:
+        q, k = rope(q), rope(k)
+    attn, kv = O.attend(ops, q, k, v, mask, cfg.dim_per_head ** -0.5, kv,
+                           recompute=cfg.remat_policy == "attention")
+    return linear(ops, "bthd,hde->bte", attn, p, "o_proj", "o_bias"), kv

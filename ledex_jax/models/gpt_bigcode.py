@@ -7,12 +7,14 @@ fuse on import/export (a reshape, no arithmetic).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
-from ledex_jax.models import layers as L
+from ledex_jax import ops as O
 from ledex_jax.models.config import ModelConfig
-from ledex_jax.models.decoder import DecoderLM, StackedLayers, attend, project_out, project_qkv
+from ledex_jax.models.decoder import DecoderLM, StackedLayers, constrain_hidden, linear, self_attention
+from ledex_jax.models.embedding import embedding_lookup
+from ledex_jax.models.norms import layer_norm
+from ledex_jax.models.params import param
 from ledex_jax.sharding import constrain
 
 
@@ -20,7 +22,7 @@ class GPTBigCodeLayers(StackedLayers):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         n, e, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
         h, kv, d, pd = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head, cfg.jnp_param_dtype
-        p = lambda shape, axes, init="normal": L.param(rngs, (n, *shape), ("layers", *axes), pd, init)
+        p = lambda shape, axes, init="normal": param(rngs, (n, *shape), ("layers", *axes), pd, init)
         self.ln_1_weight = p((e,), ("norm",), "ones")
         self.ln_1_bias = p((e,), ("norm",), "zeros")
         self.q_proj = p((e, h, d), ("embed", "heads", "head_dim"))
@@ -46,34 +48,32 @@ class GPTBigCode(DecoderLM):
                              f"(num_kv_heads=num_heads={cfg.num_heads}); got num_kv_heads={cfg.num_kv_heads}")
         self.config = cfg
         pd = cfg.jnp_param_dtype
-        self.wte = L.param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd)
-        self.wpe = L.param(rngs, (cfg.max_position_embeddings, cfg.hidden_size), ("positions", "embed"), pd)
+        self.wte = param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd)
+        self.wpe = param(rngs, (cfg.max_position_embeddings, cfg.hidden_size), ("positions", "embed"), pd)
         self.layers = GPTBigCodeLayers(cfg, rngs)
-        self.ln_f_weight = L.param(rngs, (cfg.hidden_size,), ("norm",), pd, "ones")
-        self.ln_f_bias = L.param(rngs, (cfg.hidden_size,), ("norm",), pd, "zeros")
+        self.ln_f_weight = param(rngs, (cfg.hidden_size,), ("norm",), pd, "ones")
+        self.ln_f_bias = param(rngs, (cfg.hidden_size,), ("norm",), pd, "zeros")
 
     def embed(self, input_ids, positions, dtype):
-        return (L.embedding_lookup(self.wte[...], input_ids, dtype)
-                + L.embedding_lookup(self.wpe[...], positions, dtype, rows_axis="positions"))
+        return (embedding_lookup(self.wte[...], input_ids, dtype)
+                + embedding_lookup(self.wpe[...], positions, dtype, rows_axis="positions"))
 
-    def make_block(self, positions):
+    def make_block(self, positions, mask: O.AttentionMask, ops: O.Ops):
         cfg = self.config
 
-        def block(h, p, kv, visible, cache_end):
-            x = L.layer_norm(h, p["ln_1_weight"], p["ln_1_bias"], cfg.norm_eps)
-            q, k, v = project_qkv(x, p)
-            attn, kv = attend(cfg, q, k, v, kv, visible, cache_end)
-            h = L.constrain_hidden(h + project_out(attn, p))
-            x = L.layer_norm(h, p["ln_2_weight"], p["ln_2_bias"], cfg.norm_eps)
-            act = jax.nn.gelu(L.matmul("bte,ef->btf", x, p["c_fc"]) + p["c_fc_bias"], approximate=True)
+        def block(h, p, kv):
+            x = layer_norm(h, p["ln_1_weight"], p["ln_1_bias"], cfg.norm_eps)
+            attn, kv = self_attention(ops, cfg, x, p, mask, kv)
+            h = constrain_hidden(h + attn)
+            x = layer_norm(h, p["ln_2_weight"], p["ln_2_bias"], cfg.norm_eps)
+            act = jax.nn.gelu(linear(ops, "bte,ef->btf", x, p, "c_fc", "c_fc_bias"), approximate=True)
             act = constrain(act, ("batch", "length", "act_mlp"))
-            h = h + L.matmul("btf,fe->bte", act, p["c_proj"]) + p["c_proj_bias"]
-            return L.constrain_hidden(h), kv
+            return constrain_hidden(h + linear(ops, "btf,fe->bte", act, p, "c_proj", "c_proj_bias")), kv
 
         return block
 
     def final_norm(self, h):
-        return L.layer_norm(h, self.ln_f_weight[...].astype(h.dtype), self.ln_f_bias[...].astype(h.dtype),
+        return layer_norm(h, self.ln_f_weight[...].astype(h.dtype), self.ln_f_bias[...].astype(h.dtype),
                             self.config.norm_eps)
 
     def unembedding(self):

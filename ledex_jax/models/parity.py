@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from ledex_jax.models.kv_cache import default_positions
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,35 +26,17 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
     return ids, mask
 
 
-def positions(mask: np.ndarray) -> np.ndarray:
-    """HF position ids for a left-padded batch (cumsum(mask) - 1, pads clipped to 0), as ours."""
-    return np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
-
-
 def jax_logits(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(nnx.jit(lambda m, i, a: m(i, a))(model, jnp.asarray(ids), jnp.asarray(mask)))
 
 
 def jax_greedy(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int) -> np.ndarray:
-    """[B, max_new_tokens] greedy tokens with the KV cache: one prefill, then one token per step."""
-    b, p = ids.shape
-    cache = model.init_cache(b, p + max_new_tokens)
-    full = np.zeros((b, p + max_new_tokens), np.int32)
-    full[:, :p] = mask
-    graphdef, state = nnx.split(model)
+    """[B, max_new_tokens] greedy tokens from our sampler (never stopping at EOS)."""
+    from ledex_jax.sampling import Sampler
 
-    @jax.jit
-    def step(state, tokens, full_mask, cache):
-        out = nnx.merge(graphdef, state).forward(tokens, full_mask, cache=cache)
-        return jnp.argmax(out.logits[:, -1], axis=-1).astype(jnp.int32), out.cache
-
-    tok, cache = step(state, jnp.asarray(ids), jnp.asarray(full), cache)
-    out = [tok]
-    for t in range(1, max_new_tokens):
-        full[:, p + t - 1] = 1
-        tok, cache = step(state, tok[:, None], jnp.asarray(full), cache)
-        out.append(tok)
-    return np.stack([np.asarray(t) for t in out], axis=1)
+    prompts = [row[m.astype(bool)].tolist() for row, m in zip(ids, mask)]
+    sampler = Sampler(model, max_prompt_len=ids.shape[1], prompt_buckets=(ids.shape[1],))
+    return sampler.generate(prompts, max_new_tokens, greedy=True, eos_ids=[]).tokens
 
 
 def hf_logits(hf_model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -62,7 +45,7 @@ def hf_logits(hf_model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         out = hf_model(input_ids=torch.as_tensor(ids, dtype=torch.long),
                        attention_mask=torch.as_tensor(mask, dtype=torch.long),
-                       position_ids=torch.as_tensor(positions(mask), dtype=torch.long))
+                       position_ids=torch.as_tensor(np.asarray(default_positions(mask)), dtype=torch.long))
     return out.logits.float().numpy()
 
 

@@ -3,7 +3,6 @@ and chat template all come from the file's metadata)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 
 def load_tokenizer(path: str | os.PathLike):

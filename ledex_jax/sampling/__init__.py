@@ -9,6 +9,6 @@
 host-side stop-string logic, `sampler` the host driver.
 """
 from ledex_jax.sampling.processors import Mode
-from ledex_jax.sampling.sampler import SampleOutput, Sampler, default_buckets, place_params
+from ledex_jax.sampling.sampler import SampleOutput, Sampler, default_buckets
 
-__all__ = ["Sampler", "SampleOutput", "Mode", "default_buckets", "place_params"]
+__all__ = ["Sampler", "SampleOutput", "Mode", "default_buckets"]

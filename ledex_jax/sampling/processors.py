@@ -19,12 +19,6 @@ class Mode(NamedTuple):
     use_top_p: bool = False
 
 
-def raw_logprob(logits, tokens):
-    """log softmax(logits)[token] per row: the token's log-probability under the model (temperature 1)."""
-    picked = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
-    return picked - jax.nn.logsumexp(logits, axis=-1)
-
-
 def nucleus(sorted_logits, top_p):
     """Masks (to -inf) tokens outside the smallest prefix of a descending-sorted row whose
     probability mass reaches top_p; the most likely token is always kept (HF semantics)."""

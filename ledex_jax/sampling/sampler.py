@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ledex_jax.kernels import build as kernels
+from ledex_jax import ops as O
 from ledex_jax.sampling import loop
 from ledex_jax.sampling.processors import Mode, row_keys
 from ledex_jax.sampling.stop import cut_tokens, first_stop
-from ledex_jax.sharding import DEFAULT_RULES, logical_to_spec, named_sharding, use_mesh
+from ledex_jax.sharding import DEFAULT_RULES, logical_to_spec, named_sharding, param_shardings, use_mesh
 
 MAX_EOS_IDS = 8
 
@@ -64,15 +64,6 @@ def default_buckets(max_prompt_len: int, smallest: int = 16) -> tuple[int, ...]:
     return tuple(out) + (max_prompt_len,)
 
 
-def place_params(params, mesh, rules):
-    """Puts every parameter on `mesh` by its logical `axes` metadata (replicated if it has none)."""
-    def put(var):
-        value = var[...]
-        axes = getattr(var, "axes", None) or (None,) * value.ndim
-        return var.replace(jax.device_put(value, named_sharding(mesh, axes, rules, value.shape, "param")))
-    return jax.tree.map(put, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 class Sampler:
     """Batched KV-cache sampling for a `DecoderLM`.
 
@@ -87,20 +78,18 @@ class Sampler:
         padded, so all groups share one program). Default: the whole list in one group.
       chunk_size: tokens per decode chunk when stop strings are given.
       mesh, rules: run under this mesh with the batch sharded over the rules' `batch` axes.
-      unrolled: decode with a Python loop over layers and per-layer weights/caches (see
-        `loop.py`; keeps a second, per-layer copy of the weights; compile time grows with depth).
-        Default: on CPU only. On one H200 it was also faster for SmolLM2-135M (8.5k vs 5.7k
-        tok/s at batch 16, float32), so it is worth trying for small models on GPU too.
-      cpu_kernels: run the unrolled products in the CPU kernels (`ledex_jax/kernels`: AMX tiles
-        for bfloat16, AVX-512 for float32) and decode attention in its AVX-512 kernel.
-        Default: on CPU when the kernels build here (an AMX CPU) and there is no multi-device
-        mesh (the kernels have no sharding rule). False keeps XLA's ops.
+      unrolled: decode with a Python loop over layers and per-layer weights/caches in the decode
+        layouts the seam chooses (see `loop.py`; keeps a second, per-layer copy of the weights;
+        compile time grows with depth). Default: on CPU only (also worth trying for small
+        models on GPU, see docs/benchmarks.md).
+      kernels: the implementation choice for this sampler's programs (`ModelConfig.kernels`
+        values, table in `ledex_jax/ops/choice.py`); default: the model's.
     """
 
     def __init__(self, model, tokenizer=None, *, max_prompt_len: int = 1024,
                  prompt_buckets: Sequence[int] | None = None, max_batch: int | None = None,
                  chunk_size: int = 32, pad_id: int | None = None, mesh=None, rules=DEFAULT_RULES,
-                 cache_dtype=None, unrolled: bool | None = None, cpu_kernels: bool | None = None):
+                 cache_dtype=None, unrolled: bool | None = None, kernels: str | None = None):
         self.config = model.config
         self.tokenizer = tokenizer
         self.max_prompt_len = max_prompt_len
@@ -115,19 +104,20 @@ class Sampler:
             pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
         self.pad_id = int(pad_id)
         self.unrolled = jax.default_backend() == "cpu" if unrolled is None else unrolled
-        self.cpu_kernels = self._cpu_kernels(cpu_kernels)
+        self.ops = O.select(kernels or self.config.kernels, self.config.dtype,
+                            mesh_devices=1 if mesh is None else mesh.size)
         self.traces = collections.Counter()
         # graphdef is static (hashable); params and all arrays are traced; the decode state is donated.
-        split = lambda g, p: loop.split_layers(nnx.merge(g, p), use_kernels=self.cpu_kernels)
-        self._split = jax.jit(self._counted("split_layers", split), static_argnums=(0,))
+        split = lambda g, p: loop.decode_weights(nnx.merge(g, p), self.ops)
+        self._split = jax.jit(self._counted("decode_weights", split), static_argnums=(0,))
         self.prefill_fn = jax.jit(self._counted("prefill", loop.prefill), static_argnums=(0,),
-                                  static_argnames=("mode", "max_new", "cache_dtype"))
+                                  static_argnames=("ops", "mode", "max_new", "cache_dtype"))
         self.decode_fn = jax.jit(self._counted("decode", loop.decode), static_argnums=(0,),
-                                 static_argnames=("mode",), donate_argnums=(3,))
+                                 static_argnames=("ops", "mode"), donate_argnums=(3,))
         self.graphdef, self.params, self.layer_params = None, None, None
         self.update_params(model)
-        self._prefill = functools.partial(self.prefill_fn, self.graphdef, cache_dtype=cache_dtype)
-        self._decode = functools.partial(self.decode_fn, self.graphdef)
+        self._prefill = functools.partial(self.prefill_fn, self.graphdef, ops=self.ops, cache_dtype=cache_dtype)
+        self._decode = functools.partial(self.decode_fn, self.graphdef, ops=self.ops)
         self._row_keys = jax.jit(self._counted("row_keys", row_keys))
 
     # --- setup ---------------------------------------------------------------------------
@@ -137,22 +127,11 @@ class Sampler:
         if self.graphdef is not None and graphdef != self.graphdef:
             raise ValueError("update_params: the model's structure differs from the one this Sampler was built for")
         if self.mesh is not None:
-            params = place_params(params, self.mesh, self.rules)
+            params = jax.device_put(params, param_shardings(params, self.mesh, self.rules))
         self.graphdef, self.params = graphdef, params
         if self.unrolled:
             with self._context():
                 self.layer_params = self._split(graphdef, params)
-
-    def _cpu_kernels(self, requested: bool | None) -> bool:
-        dtype_ok = jnp.dtype(self.config.jnp_dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
-        single = self.mesh is None or self.mesh.size == 1
-        usable = self.unrolled and dtype_ok and single and kernels.available()
-        if requested and not usable:
-            raise ValueError(
-                "cpu_kernels=True needs unrolled decoding, a bfloat16 or float32 model, no multi-device mesh "
-                f"and the CPU kernels (unrolled={self.unrolled}, dtype={self.config.dtype}, mesh devices="
-                f"{1 if self.mesh is None else self.mesh.size}, kernels: {kernels.unavailable_reason() or 'available'})")
-        return usable if requested is None else requested
 
     def _counted(self, name, fn):
         @functools.wraps(fn)
@@ -163,13 +142,12 @@ class Sampler:
 
     @contextlib.contextmanager
     def _context(self):
-        """Where this sampler's programs are traced and run: its mesh, its choice of CPU kernels."""
-        with kernels.enabled(self.cpu_kernels):
-            if self.mesh is None:
+        """Where this sampler's programs are traced and run: its mesh."""
+        if self.mesh is None:
+            yield
+        else:
+            with use_mesh(self.mesh, self.rules):
                 yield
-            else:
-                with use_mesh(self.mesh, self.rules):
-                    yield
 
     @property
     def batch_shards(self) -> int:

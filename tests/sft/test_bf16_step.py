@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from ledex_jax.models import get_preset
-from ledex_jax.models import layers as L
+from ledex_jax.ops import Ops
+from ledex_jax.ops.dense import lowp_einsum
 from ledex_jax.sharding import make_mesh
 from tests.sft.test_train_step import one_step, synthetic_batch
 
@@ -43,7 +44,7 @@ def test_lowp_einsum_gradients(spec, x_shape, w_shape):
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.bfloat16)
     w = jnp.asarray(rng.standard_normal(w_shape), jnp.bfloat16)
     probe = jnp.asarray(rng.standard_normal(jnp.einsum(spec, x, w).shape), jnp.float32)
-    ours = jax.grad(lambda x, w: jnp.sum(L.lowp_einsum(spec, x, w, jnp.float32) * probe), (0, 1))(x, w)
+    ours = jax.grad(lambda x, w: jnp.sum(lowp_einsum(spec, x, w, jnp.dtype(jnp.float32), Ops()) * probe), (0, 1))(x, w)
     ref = jax.grad(lambda x, w: jnp.sum(jnp.einsum(spec, x.astype(jnp.float32), w.astype(jnp.float32))
                                         * probe.astype(jnp.bfloat16).astype(jnp.float32)), (0, 1))(x, w)
     for a, b in zip(ours, ref):
