@@ -34,6 +34,7 @@ flags.DEFINE_integer("prompt_tokens", 48, "prompt length in tokens")
 flags.DEFINE_integer("repeats", 3, "timed calls per side per batch size (best is reported)")
 flags.DEFINE_bool("anchor", True, "also time transformers")
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "dtypes run on both sides")
+flags.DEFINE_string("kernels", "auto", "our implementation choice (ModelConfig.kernels: auto, xla, cpu, ...)")
 
 
 def load_avg() -> str:
@@ -49,7 +50,7 @@ def timed(fn) -> float:
 def ours_runner(model, prompts, new_tokens):
     from ledex_jax.sampling import Sampler
 
-    sampler = Sampler(model, max_prompt_len=len(prompts[0]), max_batch=len(prompts))
+    sampler = Sampler(model, max_prompt_len=len(prompts[0]), max_batch=len(prompts), kernels=FLAGS.kernels)
 
     def run(seed=0):
         out = sampler.generate(prompts, new_tokens, temperature=1.0, eos_ids=[], seed=seed)

@@ -37,7 +37,8 @@ def run_ours(args):
     from ledex_jax.sft.train_step import make_train_step
     from ledex_jax.training.train_state import batch_sharding, create_train_state
 
-    cfg = get_preset(args.preset, remat_policy=args.remat, dtype=args.dtype, scan_layers=args.scan_layers == "true")
+    cfg = get_preset(args.preset, remat_policy=args.remat, dtype=args.dtype, scan_layers=args.scan_layers == "true",
+                     kernels=args.kernels)
     ids = batch_arrays(args.batch, args.seq, cfg.vocab_size)
     batch = dict(inputs=ids, targets=np.roll(ids, -1, 1), loss_mask=np.ones(ids.shape, np.float32),
                  segment_ids=np.ones(ids.shape, np.int32),
@@ -136,6 +137,7 @@ def main():
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--scan_layers", default="true", choices=["true", "false"],
                    help="false: unrolled layers (ModelConfig.scan_layers; faster for bf16 on CPU)")
+    p.add_argument("--kernels", default="auto", help="our implementation choice (ModelConfig.kernels)")
     p.add_argument("--framework", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.framework:
@@ -144,7 +146,7 @@ def main():
     for fw in ("ours", "torch"):
         cmd = [sys.executable, __file__, "--framework", fw, "--preset", args.preset, "--batch", str(args.batch),
                "--seq", str(args.seq), "--steps", str(args.steps), "--remat", args.remat, "--dtype", args.dtype,
-               "--scan_layers", args.scan_layers]
+               "--scan_layers", args.scan_layers, "--kernels", args.kernels]
         env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
         results[fw] = json.loads(out.strip().splitlines()[-1])

@@ -5,25 +5,13 @@ continuations. Used by scripts/check_parity.py and the parity tests; torch is im
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from ledex_jax.models.kv_cache import default_positions
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, attention_mask) int32 [B, T] with rows right-aligned."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, np.int32)
-    mask = np.zeros((len(rows), width), np.int32)
-    for i, r in enumerate(rows):
-        if len(r):
-            ids[i, width - len(r):] = r
-            mask[i, width - len(r):] = 1
-    return ids, mask
+from ledex_jax.sampling.layout import left_pad  # noqa: F401  (re-exported for the parity tools)
 
 
 def jax_logits(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

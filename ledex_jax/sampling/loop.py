@@ -110,21 +110,29 @@ def _constrain_cache(k, v):
 
 
 def prefill(graphdef, params, weights: DecodeWeights | None, input_ids, prompt_mask, keys, active,
-            knobs: Knobs, *, ops: O.Ops, mode: Mode, max_new: int, cache_dtype=None) -> DecodeState:
-    """Runs the prompt [B, P] into a fresh cache (per layer when `weights` are given) and samples
-    the first token of every active row."""
+            knobs: Knobs, *, ops: O.Ops, mode: Mode, max_new: int, samples: int = 1, cache_dtype=None) -> DecodeState:
+    """Runs the prompts [B, P] into a fresh cache (per layer when `weights` are given), repeats
+    each prompt's cache and last logits for its `samples` rows [B * samples] (prefilled once),
+    and samples the first token of every active row. keys, active: [B * samples]."""
     model = nnx.merge(graphdef, params)
     b, p = input_ids.shape
     cache = model.init_cache(b, p + max_new, cache_dtype, per_layer=weights is not None)
-    zeros = jnp.zeros((b, max_new), jnp.float32)
-    state = DecodeState(None, None, jnp.full((b, max_new), knobs.pad_id, jnp.int32), zeros, zeros, ~active,
-                        jnp.zeros((b,), jnp.int32), jnp.zeros((), jnp.int32), prompt_mask, keys)
-    slot_mask = _slot_mask(state)
-    cache = KVCache(*_constrain_cache(cache.k, cache.v), cache.end)
-    out = model.forward(input_ids, slot_mask, positions=default_positions(slot_mask)[:, :p], cache=cache,
-                        logits=False, ops=ops, weights=weights)
-    state = state._replace(**dict(zip(("cache_k", "cache_v"), _constrain_cache(out.cache.k, out.cache.v))))
-    return _record(state, model.logits(out.hidden[:, -1], ops, weights), knobs, mode)
+    prompt_slots = jnp.concatenate([prompt_mask, jnp.ones((b, max_new), prompt_mask.dtype)], axis=1)
+    out = model.forward(input_ids, prompt_slots, positions=default_positions(prompt_slots)[:, :p],
+                        cache=KVCache(*_constrain_cache(cache.k, cache.v), cache.end), logits=False, ops=ops,
+                        weights=weights)
+    logits = model.logits(out.hidden[:, -1], ops, weights)
+    k, v = out.cache.k, out.cache.v
+    if samples > 1:
+        per_row = lambda x, axis: jnp.repeat(x, samples, axis=axis)
+        k, v = jax.tree.map(lambda x: per_row(x, x.ndim - 4), (k, v))  # the batch axis of [(L,) B, Hkv, S, D]
+        logits, prompt_mask = per_row(logits, 0), per_row(prompt_mask, 0)
+    rows = b * samples
+    zeros = jnp.zeros((rows, max_new), jnp.float32)
+    k, v = _constrain_cache(k, v)
+    state = DecodeState(k, v, jnp.full((rows, max_new), knobs.pad_id, jnp.int32), zeros, zeros, ~active,
+                        jnp.zeros((rows,), jnp.int32), jnp.zeros((), jnp.int32), prompt_mask, keys)
+    return _record(state, logits, knobs, mode)
 
 
 def decode(graphdef, params, weights: DecodeWeights | None, state: DecodeState, stop_at, knobs: Knobs, *,

@@ -11,9 +11,15 @@ prompt's index in the `generate` call (or `row_ids`), so a row's tokens do not d
 other prompts share its batch, on batch padding, or on the mesh.
 
 Stop strings: the decode loop is run in chunks of `chunk_size` tokens; between chunks the host
-decodes live rows, marks rows whose completion contains a stop string as finished (they stop
-consuming compute once every row is done; the loop exits early), and the result is truncated
-(see `stop.py`). Without stop strings the whole generation is one device call.
+decodes each live row's new tokens (with a short overlap, `stop.StopWatch`), marks rows whose
+completion contains a stop string as finished (the loop exits early once every row is), and the
+result is truncated (see `stop.py`). Without stop strings the whole generation is one device call.
+
+n samples per prompt (`generate(..., n=k)`): the prompt is prefilled once and its cache
+broadcast to its k rows; row i*k + j samples exactly as row i*k + j of the prompts repeated.
+
+Weights: the sampler keeps its own copy in the compute dtype (`update_params`), so a train step
+that donates its buffers never deletes the sampler's.
 """
 from __future__ import annotations
 
@@ -31,8 +37,9 @@ from flax import nnx
 
 from ledex_jax import ops as O
 from ledex_jax.sampling import loop
+from ledex_jax.sampling.layout import RescoringBatch, left_pad, rescoring_batch
 from ledex_jax.sampling.processors import Mode, row_keys
-from ledex_jax.sampling.stop import cut_tokens, first_stop
+from ledex_jax.sampling.stop import StopWatch, cut_tokens, first_stop
 from ledex_jax.sharding import DEFAULT_RULES, logical_to_spec, named_sharding, param_shardings, use_mesh
 
 MAX_EOS_IDS = 8
@@ -40,12 +47,15 @@ MAX_EOS_IDS = 8
 
 @dataclasses.dataclass
 class SampleOutput:
-    """Per prompt, in input order. Columns past `lengths[i]` hold the pad id and 0 log-probs.
+    """One row per completion: prompt i's n samples are rows i*n .. i*n+n-1, prompts in input
+    order. Columns past `lengths[r]` hold the pad id and 0 log-probs.
 
     logprobs: log p(token) under the raw model at temperature 1, no top-k/top-p (what PPO's
       ratio and KL need). sample_logprobs: under the distribution actually sampled from
       (temperature, top-k, top-p applied; 0 for greedy).
     stopped: the row ended on an EOS id or a stop string (False: it hit max_new_tokens).
+    prompt_ids / prompt_mask: each row's prompt, left-padded to one width P (the largest prompt
+      bucket of the call), what `rescoring_batch()` puts before the completion.
     """
     tokens: np.ndarray           # [N, max_new_tokens] int32
     logprobs: np.ndarray         # [N, max_new_tokens] float32
@@ -53,6 +63,12 @@ class SampleOutput:
     lengths: np.ndarray          # [N] int32, including a final EOS token
     stopped: np.ndarray          # [N] bool
     texts: list[str] | None      # decoded completions, cut before a stop string (needs a tokenizer)
+    prompt_ids: np.ndarray       # [N, P] int32
+    prompt_mask: np.ndarray      # [N, P] int32, 1 = real prompt token
+
+    def rescoring_batch(self) -> RescoringBatch:
+        """The [prompt | completion] layout a learner scores again (`layout.rescoring_batch`)."""
+        return rescoring_batch(self.prompt_ids, self.prompt_mask, self.tokens, self.lengths)
 
 
 def default_buckets(max_prompt_len: int, smallest: int = 16) -> tuple[int, ...]:
@@ -111,24 +127,33 @@ class Sampler:
         split = lambda g, p: loop.decode_weights(nnx.merge(g, p), self.ops)
         self._split = jax.jit(self._counted("decode_weights", split), static_argnums=(0,))
         self.prefill_fn = jax.jit(self._counted("prefill", loop.prefill), static_argnums=(0,),
-                                  static_argnames=("ops", "mode", "max_new", "cache_dtype"))
+                                  static_argnames=("ops", "mode", "max_new", "samples", "cache_dtype"))
         self.decode_fn = jax.jit(self._counted("decode", loop.decode), static_argnums=(0,),
                                  static_argnames=("ops", "mode"), donate_argnums=(3,))
         self.graphdef, self.params, self.layer_params = None, None, None
+        self._copy = {}  # jitted weight copies, per target shardings
         self.update_params(model)
         self._prefill = functools.partial(self.prefill_fn, self.graphdef, ops=self.ops, cache_dtype=cache_dtype)
         self._decode = functools.partial(self.decode_fn, self.graphdef, ops=self.ops)
         self._row_keys = jax.jit(self._counted("row_keys", row_keys))
 
     # --- setup ---------------------------------------------------------------------------
-    def update_params(self, model):
-        """Takes the model's current weights (no recompilation: same structure, same shapes)."""
+    def update_params(self, weights):
+        """Takes new weights: a model, or the trainer's `(graphdef, state)`. They are copied (into
+        the compute dtype, which the forward casts to anyway), so the trainer may donate its
+        buffers to its next step; same structure and shapes: no recompilation."""
+        model = nnx.merge(*weights) if isinstance(weights, tuple) else weights
         graphdef, params = nnx.split(model)
         if self.graphdef is not None and graphdef != self.graphdef:
             raise ValueError("update_params: the model's structure differs from the one this Sampler was built for")
-        if self.mesh is not None:
-            params = jax.device_put(params, param_shardings(params, self.mesh, self.rules))
-        self.graphdef, self.params = graphdef, params
+        shardings = None if self.mesh is None else param_shardings(params, self.mesh, self.rules)
+        key = None if shardings is None else jax.tree.structure(shardings)
+        if key not in self._copy:
+            dtype = self.config.jnp_dtype
+            copy = lambda p: jax.tree.map(
+                lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype else jnp.copy(x), p)
+            self._copy[key] = jax.jit(self._counted("copy_params", copy), out_shardings=shardings)
+        self.graphdef, self.params = graphdef, self._copy[key](params)
         if self.unrolled:
             with self._context():
                 self.layer_params = self._split(graphdef, params)
@@ -195,31 +220,37 @@ class Sampler:
     # --- generation ----------------------------------------------------------------------
     def generate(self, prompts, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                  top_k: int = 0, greedy: bool = False, eos_ids: Sequence[int] | None = None,
-                 stop: Sequence[str] | None = None, seed: int = 0,
+                 stop: Sequence[str] | None = None, seed: int = 0, n: int = 1,
                  row_ids: Sequence[int] | None = None, progress: bool = False) -> SampleOutput:
-        """Samples up to `max_new_tokens` per prompt (token-id lists or strings).
+        """Samples `n` completions of up to `max_new_tokens` per prompt (token-id lists or strings).
 
         temperature=0 means greedy. eos_ids=None uses the model's/tokenizer's EOS; [] disables
-        EOS. `row_ids` (default 0..N-1) pick each row's random stream. progress=True shows a
-        tqdm bar of finished prompts (the loop then runs in chunks; results are unchanged).
+        EOS. `row_ids` (default 0..N*n-1) pick each row's random stream. progress=True shows a
+        tqdm bar of finished rows (the loop then runs in chunks; results are unchanged).
         """
         ids = [self.encode(p) for p in prompts]
         stop = [s for s in (stop or []) if s]
         self._validate(ids, max_new_tokens, temperature, top_p, top_k, stop)
+        if n < 1:
+            raise ValueError(f"n={n}: the number of samples per prompt must be >= 1")
         greedy = greedy or temperature == 0
         mode = Mode(greedy=True) if greedy else Mode(top_k=int(top_k), use_top_p=top_p < 1.0)
         eos = self._eos(eos_ids)
         knobs = loop.Knobs(jnp.float32(temperature if not greedy else 1.0), jnp.float32(top_p),
                            jnp.asarray(eos + [-1] * (MAX_EOS_IDS - len(eos)), jnp.int32), jnp.int32(self.pad_id))
-        rows = np.arange(len(ids)) if row_ids is None else np.asarray(row_ids)
-        group = self.max_batch or len(ids)
+        rows = np.arange(len(ids) * n) if row_ids is None else np.asarray(row_ids)
+        if rows.shape != (len(ids) * n,):
+            raise ValueError(f"row_ids has {rows.size} entries; need one per completion ({len(ids)} prompts x n={n})")
+        group = max(1, (self.max_batch or len(ids) * n) // n)  # prompts per device call
         group = -(-group // self.batch_shards) * self.batch_shards
-        bar = _progress_bar(len(ids), progress)
-        parts = [self._run_group(ids[i:i + group], rows[i:i + group], group, max_new_tokens, mode, knobs,
-                                 seed, stop, bar) for i in range(0, len(ids), group)]
+        bar = _progress_bar(len(ids) * n, progress)
+        parts = [self._run_group(ids[i:i + group], rows[i * n:(i + group) * n], group, n, max_new_tokens, mode,
+                                 knobs, seed, stop, bar) for i in range(0, len(ids), group)]
         bar.close()
         tokens, raw, sampled, lengths = (np.concatenate([p[j] for p in parts]) for j in range(4))
-        return self._finish(tokens, raw, sampled, lengths, eos, stop)
+        width = max(self.bucket(max(map(len, ids[i:i + group]))) for i in range(0, len(ids), group))
+        prompt_ids, prompt_mask = left_pad([seq for seq in ids for _ in range(n)], self.pad_id, width)
+        return self._finish(tokens, raw, sampled, lengths, eos, stop, prompt_ids, prompt_mask)
 
     def _validate(self, ids, max_new_tokens, temperature, top_p, top_k, stop):
         if not ids:
@@ -238,61 +269,63 @@ class Sampler:
             raise ValueError(f"prompt + max_new_tokens = {longest} exceeds the model's max_position_embeddings="
                              f"{self.config.max_position_embeddings}; lower max_new_tokens or shorten prompts")
 
-    def _run_group(self, ids, rows, group, max_new, mode, knobs, seed, stop, bar):
-        n, p = len(ids), self.bucket(max(map(len, ids)))
-        input_ids = np.full((group, p), self.pad_id, np.int32)
-        mask = np.zeros((group, p), np.int32)
-        for i, seq in enumerate(ids):
-            input_ids[i, p - len(seq):], mask[i, p - len(seq):] = seq, 1
-        row_ids = np.zeros(group, np.int32)
-        row_ids[:n] = rows
+    def _run_group(self, ids, rows, group, n, max_new, mode, knobs, seed, stop, bar):
+        """`ids`: up to `group` prompts (the group is padded to `group` so all share one program);
+        `rows`: the random-stream ids of their len(ids) * n completions."""
+        prompts, width = len(ids), self.bucket(max(map(len, ids)))
+        input_ids, mask = left_pad(ids + [ids[0]] * (group - prompts), self.pad_id, width)
+        real = prompts * n
+        row_ids = np.zeros(group * n, np.int32)
+        row_ids[:real] = rows
+        watch = StopWatch(stop, self.decode_text, group * n) if stop else None
         with self._context():
             keys = self._put(np.asarray(self._row_keys(jnp.int32(seed), jnp.asarray(row_ids))))
             state = self._prefill(self.params, self.layer_params, self._put(input_ids), self._put(mask), keys,
-                                  self._put(np.arange(group) < n), knobs, mode=mode, max_new=max_new)
+                                  self._put(np.arange(group * n) < real), knobs, mode=mode, max_new=max_new,
+                                  samples=n)
             chunked, done = bool(stop) or not bar.disable, 0
             while True:
-                if stop:
-                    state = self._mark_stopped(state, stop)
+                if watch is not None:
+                    state = self._mark_stopped(state, watch)
                 finished = np.asarray(state.finished)
                 if chunked:
-                    bar.update(int(finished[:n].sum()) - done)
-                    done = int(finished[:n].sum())
+                    bar.update(int(finished[:real].sum()) - done)
+                    done = int(finished[:real].sum())
                 if int(state.step) >= max_new or finished.all():
                     break
                 stop_at = min(int(state.step) + self.chunk_size, max_new) if chunked else max_new
                 state = self._decode(self.params, self.layer_params, state, jnp.int32(stop_at), knobs, mode=mode)
-        bar.update(n - done)
-        return tuple(np.asarray(x)[:n] for x in (state.tokens, state.logprobs, state.sample_logprobs,
-                                                  state.lengths))
+        bar.update(real - done)
+        return tuple(np.asarray(x)[:real] for x in (state.tokens, state.logprobs, state.sample_logprobs,
+                                                     state.lengths))
 
-    def _mark_stopped(self, state, stop):
-        finished, lengths = np.asarray(state.finished), np.asarray(state.lengths)
-        tokens = np.asarray(state.tokens)
-        hit = np.array([not f and first_stop(self.decode_text(t[:n]), stop) >= 0
-                        for f, t, n in zip(finished, tokens, lengths)])
+    def _mark_stopped(self, state, watch: StopWatch):
+        finished = np.asarray(state.finished)
+        hit = watch.check(np.asarray(state.tokens), np.asarray(state.lengths), finished)
         if not hit.any():
             return state
         return state._replace(finished=jax.device_put(finished | hit, state.finished.sharding))
 
-    def _finish(self, tokens, raw, sampled, lengths, eos, stop) -> SampleOutput:
+    def _finish(self, tokens, raw, sampled, lengths, eos, stop, prompt_ids, prompt_mask) -> SampleOutput:
+        """Cuts each row after the token that completes its first stop string (even when the row
+        went on to an EOS), sets `stopped`, decodes the texts and pads past each row's end."""
         lengths = lengths.astype(np.int32).copy()
         stopped = np.array([n > 0 and int(t[n - 1]) in eos for t, n in zip(tokens, lengths)], bool)
         texts = None
         if self.tokenizer is not None:
             texts = []
             for i in range(len(tokens)):
-                if stop and not stopped[i]:
+                if stop:
                     cut = cut_tokens(tokens[i, :lengths[i]].tolist(), stop, self.decode_text)
-                    stopped[i] = cut < lengths[i] or first_stop(self.decode_text(tokens[i, :cut]), stop) >= 0
-                    lengths[i] = cut
+                    if cut < lengths[i] or first_stop(self.decode_text(tokens[i, :cut]), stop) >= 0:
+                        stopped[i], lengths[i] = True, cut
                 text = self.decode_text(tokens[i, :lengths[i]])
                 at = first_stop(text, stop) if stop else -1
                 texts.append(text if at < 0 else text[:at])
         past = np.arange(tokens.shape[1])[None, :] >= lengths[:, None]
         tokens = np.where(past, self.pad_id, tokens).astype(np.int32)
         raw, sampled = np.where(past, 0.0, raw).astype(np.float32), np.where(past, 0.0, sampled).astype(np.float32)
-        return SampleOutput(tokens, raw, sampled, lengths, stopped, texts)
+        return SampleOutput(tokens, raw, sampled, lengths, stopped, texts, prompt_ids, prompt_mask)
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -43,10 +43,10 @@ def load_model(cfg, mesh, tokenizer=None):
     overrides = dict(cfg.model.overrides)
     rules = tuple(cfg.mesh.rules)
     if cfg.model.checkpoint:
-        unknown = set(overrides) - {"dtype", "param_dtype", "remat_policy", "scan_layers"}
+        unknown = set(overrides) - {"dtype", "param_dtype", "remat_policy", "scan_layers", "kernels"}
         if unknown:
             raise ValueError(f"config.model.overrides {sorted(unknown)} cannot change a loaded checkpoint's "
-                             "architecture; only dtype, param_dtype, remat_policy and scan_layers can be overridden")
+                             "architecture; only dtype, param_dtype, remat_policy, scan_layers and kernels can be overridden")
         return load_pretrained(resolve_model_path(cfg.model.checkpoint), mesh=mesh, rules=rules, **overrides)
     model_cfg = get_preset(cfg.model.preset, **overrides)
     if tokenizer is not None and len(tokenizer) > model_cfg.vocab_size:
