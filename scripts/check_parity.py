@@ -24,9 +24,6 @@ flags.DEFINE_string("gguf", None, "A llama GGUF file instead of --hf_dir")
 flags.DEFINE_multi_string("prompts", DEFAULT_PROMPTS, "Prompts (repeat the flag for several)")
 flags.DEFINE_float("tolerance", 1e-3, "Largest allowed |logit difference|")
 flags.DEFINE_integer("max_new_tokens", 32, "Greedy continuation length to compare")
-flags.DEFINE_enum("decoder", "auto", ["auto", "sampler", "cache_loop"],
-                  "Our greedy decoder: ledex_jax.sampling.Sampler, the simple KV-cache loop in "
-                  "ledex_jax.models.parity, or auto (the Sampler where installed)")
 FLAGS = flags.FLAGS
 
 
@@ -38,25 +35,6 @@ def _reference(path: str, is_gguf: bool):
         return parity.hf_model_from_gguf(path)
     from transformers import AutoModelForCausalLM
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-
-
-def _greedy(model, ids, mask, pad_id: int, max_new_tokens: int):
-    """(tokens [B, N], decoder name)."""
-    import numpy as np
-    from ledex_jax.models import parity
-
-    if FLAGS.decoder != "cache_loop":
-        try:
-            from ledex_jax.sampling import Sampler
-        except ImportError:
-            if FLAGS.decoder == "sampler":
-                raise
-        else:
-            rows = [row[m.astype(bool)].tolist() for row, m in zip(ids, mask)]
-            sampler = Sampler(model, max_prompt_len=ids.shape[1], pad_id=pad_id)
-            out = sampler.generate(rows, max_new_tokens, greedy=True, eos_ids=[])
-            return np.asarray(out.tokens), "ledex_jax.sampling.Sampler"
-    return parity.jax_greedy(model, ids, mask, max_new_tokens), "parity.jax_greedy (KV-cache loop)"
 
 
 def main(argv):
@@ -75,13 +53,13 @@ def main(argv):
     ids, mask = parity.left_pad([tokenizer(p)["input_ids"] for p in FLAGS.prompts], pad_id)
 
     diff = parity.max_logit_diff(parity.jax_logits(model, ids, mask), parity.hf_logits(reference, ids, mask), mask)
-    ours, decoder = _greedy(model, ids, mask, pad_id, FLAGS.max_new_tokens)
+    ours = parity.jax_greedy(model, ids, mask, FLAGS.max_new_tokens, pad_id)
     theirs = parity.hf_greedy(reference, ids, mask, FLAGS.max_new_tokens, pad_id)
     agree = [bool(np.array_equal(a, b)) for a, b in zip(ours, theirs)]
 
     print(f"checkpoint: {path} ({cfg.model_type}, {cfg.num_layers} layers)")
     print(f"max |logit difference| over real tokens: {diff:.3e} (tolerance {FLAGS.tolerance:.1e})")
-    print(f"greedy decoder: {decoder}")
+    print(f"greedy decoder: ledex_jax.sampling.Sampler ({model.ops()})")
     for prompt, same, a, b in zip(FLAGS.prompts, agree, ours, theirs):
         print(f"greedy {FLAGS.max_new_tokens} tokens after {prompt[:40]!r}: {'agree' if same else 'DIFFER'}")
         if not same:

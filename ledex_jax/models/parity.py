@@ -18,12 +18,12 @@ def jax_logits(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(nnx.jit(lambda m, i, a: m(i, a))(model, jnp.asarray(ids), jnp.asarray(mask)))
 
 
-def jax_greedy(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int) -> np.ndarray:
+def jax_greedy(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, pad_id: int = 0) -> np.ndarray:
     """[B, max_new_tokens] greedy tokens from our sampler (never stopping at EOS)."""
     from ledex_jax.sampling import Sampler
 
     prompts = [row[m.astype(bool)].tolist() for row, m in zip(ids, mask)]
-    sampler = Sampler(model, max_prompt_len=ids.shape[1], prompt_buckets=(ids.shape[1],))
+    sampler = Sampler(model, max_prompt_len=ids.shape[1], prompt_buckets=(ids.shape[1],), pad_id=pad_id)
     return sampler.generate(prompts, max_new_tokens, greedy=True, eos_ids=[]).tokens
 
 
@@ -33,7 +33,7 @@ def hf_logits(hf_model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         out = hf_model(input_ids=torch.as_tensor(ids, dtype=torch.long),
                        attention_mask=torch.as_tensor(mask, dtype=torch.long),
-                       position_ids=torch.as_tensor(np.asarray(default_positions(mask)), dtype=torch.long))
+                       position_ids=torch.as_tensor(np.array(default_positions(mask)), dtype=torch.long))
     return out.logits.float().numpy()
 
 

@@ -131,7 +131,7 @@ class Sampler:
         self.decode_fn = jax.jit(self._counted("decode", loop.decode), static_argnums=(0,),
                                  static_argnames=("ops", "mode"), donate_argnums=(3,))
         self.graphdef, self.params, self.layer_params = None, None, None
-        self._copy = {}  # jitted weight copies, per target shardings
+        self._copy = None  # the jitted weight copy (`update_params`)
         self.update_params(model)
         self._prefill = functools.partial(self.prefill_fn, self.graphdef, ops=self.ops, cache_dtype=cache_dtype)
         self._decode = functools.partial(self.decode_fn, self.graphdef, ops=self.ops)
@@ -146,17 +146,16 @@ class Sampler:
         graphdef, params = nnx.split(model)
         if self.graphdef is not None and graphdef != self.graphdef:
             raise ValueError("update_params: the model's structure differs from the one this Sampler was built for")
-        shardings = None if self.mesh is None else param_shardings(params, self.mesh, self.rules)
-        key = None if shardings is None else jax.tree.structure(shardings)
-        if key not in self._copy:
+        if self._copy is None:
             dtype = self.config.jnp_dtype
             copy = lambda p: jax.tree.map(
                 lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype else jnp.copy(x), p)
-            self._copy[key] = jax.jit(self._counted("copy_params", copy), out_shardings=shardings)
-        self.graphdef, self.params = graphdef, self._copy[key](params)
+            shardings = None if self.mesh is None else param_shardings(params, self.mesh, self.rules)
+            self._copy = jax.jit(self._counted("copy_params", copy), out_shardings=shardings)
+        self.graphdef, self.params = graphdef, self._copy(params)
         if self.unrolled:
             with self._context():
-                self.layer_params = self._split(graphdef, params)
+                self.layer_params = self._split(graphdef, self.params)
 
     def _counted(self, name, fn):
         @functools.wraps(fn)

@@ -40,7 +40,7 @@ def test_passes_and_reports(tiny_dir):
 
 
 def test_fails_past_tolerance(tiny_dir):
-    result = _run(f"--hf_dir={tiny_dir}", "--max_new_tokens=4", "--tolerance=1e-12", "--decoder=cache_loop")
+    result = _run(f"--hf_dir={tiny_dir}", "--max_new_tokens=4", "--tolerance=1e-12")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "PARITY FAILED" in result.stdout
 
