@@ -10,10 +10,12 @@ _FIELDS = (
     ("per_test_timeout", 3.0),     # seconds of wall time for one test
     ("load_timeout", 10.0),        # seconds to run the program's top level (imports, definitions)
     ("program_timeout", 60.0),     # cap on one program's wall time, all tests and restarts
-    ("memory_mb", 2048),           # address space per process
+    ("memory_mb", 2048),           # address space per process; with cgroups, also the whole
+                                   # sandbox's memory (plus the worker's own share)
     ("file_size_mb", 16),          # largest file a program may write (also captured stdout)
     ("max_open_files", 256),
-    ("max_processes", 128),        # processes and threads per sandbox user; bounds fork bombs
+    ("max_processes", 128),        # processes and threads per sandbox user (and, with cgroups,
+                                   # in the whole sandbox); bounds fork bombs
     ("max_output_bytes", 1 << 20),  # stdout kept for stdio tests; beyond it the test fails
     ("max_value_chars", 16 << 20),  # size cap of a returned value
 )
@@ -21,7 +23,8 @@ _FIELDS = (
 
 class Limits(collections.namedtuple("Limits", [name for name, _ in _FIELDS],
                                     defaults=[default for _, default in _FIELDS])):
-    """Per-program limits. Wall-clock deadlines are enforced by the worker; the rest by rlimits.
+    """Per-program limits. Wall-clock deadlines are enforced by the worker; the rest by rlimits,
+    and memory/processes also by the pool's cgroup per sandbox (see `executors.cgroups`).
 
     (A namedtuple rather than a dataclass: the sandboxed worker should not import `inspect`.)
     """

@@ -1,9 +1,10 @@
 """ExecutionPool: the trainer-side API. Pre-started workers, futures, caching, judging.
 
-Each worker is a fresh `python -m executors.worker` process (inside bubblewrap when available)
-served by one thread here. Programs are planned (tests split into what the child computes and
-what the parent judges) in the caller's thread, queued, run by whichever worker is free, and
-judged here on plain values.
+Each worker is a fresh `python -m executors.worker` process (inside bubblewrap when available,
+in a cgroup of its own where the host allows: see `executors.cgroups`) served by one thread
+here. Programs are planned (tests split into what the child computes and what the parent
+judges) in the caller's thread, queued, run by whichever worker is free, and judged here on
+plain values.
 """
 import concurrent.futures
 import copy
@@ -18,6 +19,7 @@ import threading
 import time
 
 from executors import cache as cache_mod
+from executors import cgroups as cgroups_mod
 from executors import feedback as feedback_mod
 from executors import judge, lowering, protocol
 from executors import sandbox as sandbox_mod
@@ -27,6 +29,7 @@ from executors.testcase import ExecutionResult, Program, TestCase
 log = logging.getLogger(__name__)
 _STOP = object()
 _REPLY_SLACK = 10.0  # seconds beyond a program's deadline before the worker is presumed hung
+_SLOT_NUMBERS = itertools.count()  # across pools: each slot's sandbox uid is its own
 
 
 class ExecutionPool:
@@ -43,13 +46,18 @@ class ExecutionPool:
       max_jobs_per_worker: a worker is replaced after this many programs.
       tmp_mb: size of each sandbox's private /tmp (bubblewrap only).
       start_timeout: seconds to wait for a worker to start.
+      cgroups: "auto" (a cgroup per worker, so memory_mb and max_processes bind each sandbox's
+        whole process tree; warn once and keep only the per-process rlimits where cgroups cannot
+        be used), "required" (raise CgroupsUnavailable instead) or "none". See
+        `executors.cgroups` for how the limits map. `pool.cgroups` says what is used ("v2",
+        "v1" or None) and `pool.cgroups_reason` where, or why not.
     """
 
     def __init__(self, workers=None, per_test_timeout=3.0, memory_mb=2048, program_timeout=60.0,
                  load_timeout=10.0, sandbox="auto", cache_size=10_000, cache_dir=None,
                  file_size_mb=16, max_open_files=256, max_processes=128,
                  max_output_bytes=1 << 20, python=None, max_jobs_per_worker=2000, tmp_mb=64,
-                 start_timeout=60.0):
+                 start_timeout=60.0, cgroups="auto"):
         if min(per_test_timeout, load_timeout, program_timeout) <= 0:
             raise ValueError("timeouts must be positive")
         self.limits = Limits(per_test_timeout=float(per_test_timeout),
@@ -61,6 +69,10 @@ class ExecutionPool:
         self.python = python or sys.executable
         self.tmp_mb = int(tmp_mb)
         self.sandbox = sandbox_mod.resolve(sandbox, self.python, self.tmp_mb)
+        own_mb = cgroups_mod.WORKER_MB + (self.tmp_mb if self.sandbox == "bwrap" else 0)
+        self._cgroups, self.cgroups, self.cgroups_reason = cgroups_mod.resolve(
+            cgroups, (self.limits.memory_mb + own_mb) << 20, self.limits.max_processes,
+            sandbox_mod.warn_once)
         self.cache = cache_mod.ResultCache(cache_size, cache_dir)
         self.max_jobs_per_worker = max_jobs_per_worker
         self.start_timeout = start_timeout
@@ -121,6 +133,10 @@ class ExecutionPool:
         """PIDs of the live worker processes (diagnostics; under bwrap, its outer process)."""
         return [s.proc.pid for s in self._slots if s.proc is not None]
 
+    def worker_cgroups(self):
+        """Live workers' cgroups (`executors.cgroups.Sandbox`: paths, memory_peak(), read())."""
+        return [s.cgroup for s in self._slots if s.proc is not None and s.cgroup is not None]
+
     def close(self):
         if self._closed:
             return
@@ -129,6 +145,8 @@ class ExecutionPool:
             self._queue.put(_STOP)
         for t in self._threads:
             t.join(timeout=30)
+        if self._cgroups is not None:
+            self._cgroups.close()
 
     def __enter__(self):
         return self
@@ -209,10 +227,12 @@ class _WorkerSlot:
     def __init__(self, pool, index):
         self.pool = pool
         self.index = index
+        self.number = next(_SLOT_NUMBERS)  # RLIMIT_NPROC counts per uid: not shared by pools
         self.proc = None
         self.reader = None
         self.jobs_done = 0
         self.stderr = None
+        self.cgroup = None
         self.ready = threading.Event()
 
     def serve(self):
@@ -283,17 +303,21 @@ class _WorkerSlot:
     def _start(self):
         pool = self.pool
         if pool.sandbox == "bwrap":
-            cmd = sandbox_mod.bwrap_command(pool.python, pool.tmp_mb, sandbox_mod.worker_uid(self.index))
+            uid = sandbox_mod.worker_uid(self.number)
+            cmd = sandbox_mod.bwrap_command(pool.python, pool.tmp_mb, uid)
             env = None
         else:
             cmd, env = sandbox_mod.plain_command(pool.python), sandbox_mod.plain_env()
         self.stderr = tempfile.TemporaryFile()
         try:
+            if pool._cgroups is not None:  # joined before it runs: see cgroups.Sandbox.wrap
+                self.cgroup = pool._cgroups.create(self.index)
+                cmd = self.cgroup.wrap(cmd)
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=self.stderr, env=env, close_fds=True,
                                          start_new_session=True)
         except OSError as e:
-            self.proc = None
+            self._stop()
             return str(e)
         self.reader = protocol.FrameReader(self.proc.stdout.fileno())
         try:
@@ -333,6 +357,9 @@ class _WorkerSlot:
         if self.stderr is not None:
             self.stderr.close()
             self.stderr = None
+        cgroup, self.cgroup = self.cgroup, None
+        if cgroup is not None:  # whatever the program left running dies with it
+            self.pool._cgroups.remove(cgroup)
 
 
 def _error_result(pid, error, sandbox_mode):

@@ -60,7 +60,7 @@ def _python_binds(python):
 
 
 def worker_uid(index):
-    """An unprivileged uid for worker `index` of this process (when we run as root).
+    """An unprivileged uid for worker slot `index` of this process (when we run as root).
 
     One uid per worker: RLIMIT_NPROC counts processes per uid, so a fork bomb in one sandbox
     cannot starve another (or anything else running as `nobody`).
