@@ -14,6 +14,7 @@ def base_config(trainer: str, preset: str, checkpoint: str, tokenizer: str) -> C
     c.model.preset = preset  # architecture preset (ledex_jax.models.presets)
     c.model.checkpoint = checkpoint  # HF dir / hub name / .gguf / "embedded:smollm2"; "" = random init
     c.model.overrides = {}  # ModelConfig fields, e.g. {"dtype": "bfloat16", "remat_policy": "full"}
+    c.model.kernels = "auto"  # implementation choice: auto | xla | pallas | cudnn | cpu (ledex_jax/ops/choice.py)
     c.tokenizer = tokenizer  # "" = the checkpoint's tokenizer
 
     c.data = ConfigDict()

@@ -40,7 +40,7 @@ def init_sharded(model_cfg, mesh, rules, seed: int):
 
 def load_model(cfg, mesh, tokenizer=None):
     """Returns (model, model_config) per config.model: a checkpoint, or a preset with random init."""
-    overrides = dict(cfg.model.overrides)
+    overrides = {"kernels": cfg.model.kernels, **dict(cfg.model.overrides)}
     rules = tuple(cfg.mesh.rules)
     if cfg.model.checkpoint:
         unknown = set(overrides) - {"dtype", "param_dtype", "remat_policy", "scan_layers", "kernels"}

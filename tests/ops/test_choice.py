@@ -1,8 +1,12 @@
 """`ops.select`: the documented table, with the platform and the CPU faked at the seam."""
+import jax
 import pytest
 
+from configs.sft import get_config
 from ledex_jax import ops as O
 from ledex_jax.models import get_preset
+from ledex_jax.sharding import make_mesh
+from ledex_jax.training.model_setup import load_model
 
 EVERY_KERNEL = lambda name: True
 NO_KERNEL = lambda name: False
@@ -52,3 +56,15 @@ def test_model_config_validates_kernels():
     assert get_preset("tiny_llama").kernels == "auto"
     with pytest.raises(ValueError, match="kernels='tpu'; choose one of"):
         get_preset("tiny_llama", kernels="tpu")
+
+
+def test_trainer_config_key_reaches_the_model():
+    """`--config.model.kernels=...` in a trainer config sets ModelConfig.kernels."""
+    cfg = get_config("tiny")
+    assert cfg.model.kernels == "auto"
+    cfg.model.kernels = "xla"
+    model, model_cfg = load_model(cfg, make_mesh((1, 1, 1), devices=jax.devices()[:1]))
+    assert model_cfg.kernels == "xla" and model.ops() == O.Ops("cpu")
+    cfg.model.kernels = "tpu"
+    with pytest.raises(ValueError, match="kernels='tpu'; choose one of"):
+        load_model(cfg, make_mesh((1, 1, 1), devices=jax.devices()[:1]))
