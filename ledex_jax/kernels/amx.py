@@ -1,7 +1,7 @@
 """bfloat16 products on Intel AMX tiles for JAX on CPU (`amx_matmul.cc`, an XLA FFI custom call):
 XLA:CPU's bf16 products are slow at decode shapes, in the weight-gradient form and for the LM
 head (figures in docs/benchmarks.md). Used through `ledex_jax/ops` only: decode products with
-weights packed once (`packed.PackedWeight`), training products packed per call (`dense`).
+weights packed once (`ops.dense.DecodeLayout`), training products packed per call (`dense`).
 
     packed = pack(w)                    # [K, N] bf16 weight, once
     y = matmul(x, packed, n=N)          # x [M, K] bf16 -> [M, N] float32

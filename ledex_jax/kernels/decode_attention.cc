@@ -3,7 +3,7 @@
 //
 // out[b, h, g, :] = softmax_s(scale * q[b, h, g, :] . k[b, h, s, :] | visible[b, s]) @ v[b, h, s, :]
 // for q [B, Hkv, G, D] (G query heads share kv head h), k, v [B, Hkv, S, D], visible [B, S].
-// Numerics follow the XLA path (`layers.dot_attention`): float32 scores and softmax,
+// Numerics follow the XLA path (`ops.attention.dot_attention`): float32 scores and softmax,
 // probabilities rounded to bfloat16 before the value product (bf16 inputs), float32
 // accumulation, output in the input dtype; a row with nothing visible averages every slot
 // (what softmax over equal scores gives).

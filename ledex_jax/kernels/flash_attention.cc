@@ -6,7 +6,7 @@
 //          @ v[b, s, h / G, :], plus lse[b, h, t] = the row's log-sum-exp (for the backward).
 // q, out [B, T, H, D], k, v [B, S, Hkv, D] (as projected: no transposes), visible [B, T, S] bool
 // (causal, padding and packed-segment masks alike). Numerics follow the XLA path
-// (`layers.dot_attention`): float32 scores and softmax, probabilities rounded to bfloat16 before the
+// (`ops.attention.dot_attention`): float32 scores and softmax, probabilities rounded to bfloat16 before the
 // value product, float32 accumulation. A query row that sees nothing gets zeros (XLA's path
 // averages every value there; such rows are padding, whose outputs nothing reads).
 //

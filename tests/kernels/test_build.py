@@ -44,3 +44,16 @@ def test_switched_off_by_environment(monkeypatch):
         assert build.unavailable_reason("f32_matmul") == "disabled by LEDEX_JAX_CPU_KERNELS=0"
     finally:
         build._load.cache_clear()
+
+
+@pytest.mark.parametrize("name", sorted(build.LIBRARIES))
+def test_every_library_builds_and_exports_its_targets(name, tmp_path, monkeypatch):
+    """Each kernel library compiles and exports its FFI handlers on any x86 host with g++, also
+    where this CPU cannot run it (nothing is executed here), so CI on a CPU without AMX still
+    catches a broken AMX kernel build."""
+    import ctypes
+
+    monkeypatch.setenv("LEDEX_JAX_CACHE", str(tmp_path))
+    lib = ctypes.CDLL(str(build.compile_library(name)))
+    for symbol in build.LIBRARIES[name].targets.values():
+        assert hasattr(lib, symbol), symbol
