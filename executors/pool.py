@@ -57,7 +57,7 @@ class ExecutionPool:
                  load_timeout=10.0, sandbox="auto", cache_size=10_000, cache_dir=None,
                  file_size_mb=16, max_open_files=256, max_processes=128,
                  max_output_bytes=1 << 20, python=None, max_jobs_per_worker=2000, tmp_mb=64,
-                 start_timeout=60.0, cgroups="auto"):
+                 start_timeout=60.0, cgroups="auto", max_reply_bytes=protocol.MAX_FRAME):
         if min(per_test_timeout, load_timeout, program_timeout) <= 0:
             raise ValueError("timeouts must be positive")
         self.limits = Limits(per_test_timeout=float(per_test_timeout),
@@ -76,6 +76,7 @@ class ExecutionPool:
         self.cache = cache_mod.ResultCache(cache_size, cache_dir)
         self.max_jobs_per_worker = max_jobs_per_worker
         self.start_timeout = start_timeout
+        self.max_reply_bytes = int(max_reply_bytes)  # a larger reply: an error for that program
         self._queue = queue.Queue()
         self._inflight = {}
         self._inflight_lock = threading.Lock()
@@ -283,6 +284,16 @@ class _WorkerSlot:
                 if reply.get("id") != seq or len(reply.get("tests", ())) != sum(
                         p.spec is not None for p in job["plans"]):
                     raise protocol.ChannelError("mismatched reply")
+            except protocol.FrameTooLarge as e:
+                # The worker is fine; the program's results are too large to report. Running it
+                # again would give the same, so this is the program's error result. (The reply
+                # is left unread mid-stream: this worker is replaced; closing our end first
+                # lets it fail its write at once instead of blocking until killed.)
+                self.proc.stdout.close()
+                self._stop()
+                self.pool._finish(job, fut, error=f"the program's results are too large to report: "
+                                                  f"a reply of {e.size:,} bytes (cap {e.limit:,})")
+                return
             except (protocol.ChannelError, protocol.Timeout) as e:
                 # Programs cannot reach the worker, so its death is not the program's doing
                 # (killed from outside, out of memory): try once more on a fresh worker.
@@ -319,7 +330,7 @@ class _WorkerSlot:
         except OSError as e:
             self._stop()
             return str(e)
-        self.reader = protocol.FrameReader(self.proc.stdout.fileno())
+        self.reader = protocol.FrameReader(self.proc.stdout.fileno(), max_frame=pool.max_reply_bytes)
         try:
             hello = self.reader.read(time.monotonic() + pool.start_timeout)
             if not hello.get("ready"):

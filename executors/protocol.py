@@ -24,6 +24,17 @@ class ChannelError(Exception):
     """The peer closed the pipe, sent garbage, or a frame failed authentication."""
 
 
+class FrameTooLarge(ChannelError):
+    """The peer announced a frame over the reader's limit. Unlike other ChannelErrors this is
+    not a broken peer but an oversized message: what it carries cannot be accepted, and sending
+    it again would only give the same. The stream is left mid-frame, so the channel is done."""
+
+    def __init__(self, size, limit):
+        super().__init__(f"frame of {size:,} bytes exceeds the limit of {limit:,} bytes")
+        self.size = size
+        self.limit = limit
+
+
 class Timeout(Exception):
     """No complete frame before the deadline."""
 
@@ -94,7 +105,7 @@ class FrameReader:
             return None
         (n,) = _LEN.unpack_from(self.buf)
         if n > self.max_frame:
-            raise ChannelError(f"frame of {n} bytes exceeds the limit")
+            raise FrameTooLarge(n, self.max_frame)
         if len(self.buf) < _LEN.size + n:
             return None
         body = bytes(self.buf[_LEN.size:_LEN.size + n])

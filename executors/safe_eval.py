@@ -375,7 +375,11 @@ class _Eval:
                 kwargs.update(self.ev(k.value))
             else:
                 kwargs[k.arg] = self.ev(k.value)
+        self.check_call(func, args, kwargs)
         return func(*args, **kwargs)
+
+    def check_call(self, func, args, kwargs):
+        """Hook run before every call (the judge bounds the work a call may do)."""
 
 
 def _allowed_callable(func):

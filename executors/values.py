@@ -18,6 +18,11 @@ _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: classes made at run time (by the prog
 MAX_DEPTH = 100
 MAX_NODES = 1_000_000
 MAX_CHARS = 32 * 1024 * 1024
+# Ints cross the boundary, and the judge computes with them, up to 65,536 bits (19,728 decimal
+# digits): four times what str() of an int may show by default (4,300 digits), far above any
+# HumanEval/MBPP answer, and small enough that every arithmetic step the judge takes on such
+# ints is a matter of microseconds to milliseconds.
+MAX_INT_BITS = 1 << 16
 _BIG_INT = 1 << 62
 
 
@@ -25,12 +30,21 @@ class UnsupportedValue(TypeError):
     """The program produced something outside the closed set of types, or too large a value."""
 
 
-class _Budget:
-    __slots__ = ("nodes", "chars")
+class TooLarge(ValueError):
+    """A value (or a result the judge would compute from one) exceeds the caps above."""
 
-    def __init__(self, nodes, chars):
+
+def int_too_large(bits, cap=MAX_INT_BITS):
+    return f"value too large: int of {bits:,} bits (cap {cap:,})"
+
+
+class _Budget:
+    __slots__ = ("nodes", "chars", "int_bits")
+
+    def __init__(self, nodes, chars, int_bits=MAX_INT_BITS):
         self.nodes = nodes
         self.chars = chars
+        self.int_bits = int_bits
 
     def take(self, chars=0):
         self.nodes -= 1
@@ -67,14 +81,17 @@ def _items(v, t):
     return list(tuple.__iter__(v))
 
 
-def encode(v, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS):
+def encode(v, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS,
+           max_int_bits=MAX_INT_BITS):
     """`v` as a JSON-able tagged structure; raises UnsupportedValue outside the closed set."""
-    return _enc(v, max_depth, _Budget(max_nodes, max_chars))
+    budget = _Budget(max_nodes, max_chars)
+    budget.int_bits = max_int_bits
+    return _enc(v, max_depth, budget)
 
 
 def _enc(v, depth, budget):
     if depth < 0:
-        raise UnsupportedValue("value nested too deeply")
+        raise UnsupportedValue(f"value nested too deeply (cap {MAX_DEPTH} levels)")
     t = type(v)
     if t is bool or v is None:
         budget.take()
@@ -83,6 +100,9 @@ def _enc(v, depth, budget):
         budget.take()
         if -_BIG_INT < v < _BIG_INT:
             return v
+        bits = v.bit_length()
+        if budget.int_bits is not None and bits > budget.int_bits:
+            raise UnsupportedValue(int_too_large(bits, budget.int_bits))
         h = hex(v)
         budget.take(len(h))
         return {"i": h}
@@ -154,38 +174,64 @@ def dumps(v, **caps):
     return json.dumps(encode(v, **caps), separators=(",", ":"))
 
 
-def decode(obj, max_depth=MAX_DEPTH):
-    """Rebuild exact builtins from `encode`'s output; raises ValueError on anything malformed."""
+def decode(obj, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS,
+           max_int_bits=MAX_INT_BITS):
+    """Rebuild exact builtins from `encode`'s output; raises ValueError on anything malformed,
+    TooLarge (a ValueError) on a value over the caps (depth, nodes, characters, int bits)."""
+    budget = _Budget(max_nodes, max_chars, max_int_bits)
     try:
-        return _dec(obj, max_depth)
+        return _dec(obj, max_depth, budget)
+    except TooLarge:
+        raise
     except (TypeError, RecursionError, ValueError, KeyError, IndexError) as e:
         raise ValueError(f"malformed value: {type(e).__name__}: {e}") from None
 
 
-def _dec(o, depth):
+def _dec(o, depth, budget):
     if depth < 0:
-        raise ValueError("nested too deeply")
+        raise TooLarge(f"value nested too deeply (cap {MAX_DEPTH} levels)")
+    budget.nodes -= 1
+    if budget.nodes < 0:
+        raise TooLarge("value too large: more than the cap on items")
     t = type(o)
-    if o is None or t in (bool, int, float, str):
+    if t is int:
+        if budget.int_bits is not None and o.bit_length() > budget.int_bits:
+            raise TooLarge(int_too_large(o.bit_length(), budget.int_bits))
+        return o
+    if t is str:
+        budget.chars -= len(o)
+        if budget.chars < 0:
+            raise TooLarge("value too large: more than the cap on characters")
+        return o
+    if o is None or t in (bool, float):
         return o
     if t is list:
-        return [_dec(x, depth - 1) for x in o]
+        return [_dec(x, depth - 1, budget) for x in o]
     if t is dict and len(o) == 1:
         (tag, x), = o.items()
         if tag == "t":
-            return tuple(_dec(e, depth - 1) for e in _list(x))
+            return tuple(_dec(e, depth - 1, budget) for e in _list(x))
         if tag == "d":
-            return {_dec(k, depth - 1): _dec(e, depth - 1) for k, e in (_pair(p) for p in _list(x))}
+            return {_dec(k, depth - 1, budget): _dec(e, depth - 1, budget) for k, e in (_pair(p) for p in _list(x))}
         if tag == "s":
-            return {_dec(e, depth - 1) for e in _list(x)}
+            return {_dec(e, depth - 1, budget) for e in _list(x)}
         if tag == "f":
-            return frozenset(_dec(e, depth - 1) for e in _list(x))
+            return frozenset(_dec(e, depth - 1, budget) for e in _list(x))
         if tag == "b" and type(x) is str:
+            budget.chars -= len(x) * 3 // 4
+            if budget.chars < 0:
+                raise TooLarge("value too large: more than the cap on characters")
             return base64.b64decode(x.encode("ascii"), validate=True)
         if tag == "c" and type(x) is list and len(x) == 2 and all(type(p) in (int, float) for p in x):
             return complex(x[0], x[1])
         if tag == "i" and type(x) is str:
-            return int(x, 16)
+            cap = budget.int_bits
+            if cap is not None and len(x) > cap // 4 + 3:  # "-0x" and 4 bits a digit
+                raise TooLarge(int_too_large(4 * len(x.lstrip("-")[2:]), cap))
+            v = int(x, 16)
+            if cap is not None and v.bit_length() > cap:
+                raise TooLarge(int_too_large(v.bit_length(), cap))
+            return v
         if tag == "o" and type(x) is list and len(x) == 2 and type(x[0]) is str and type(x[1]) is bool:
             return Opaque(x[0][:200], x[1])
     raise ValueError(f"unexpected {t.__name__}")
@@ -203,13 +249,13 @@ def _pair(p):
     return p
 
 
-def loads(text, max_depth=MAX_DEPTH):
+def loads(text, max_depth=MAX_DEPTH, **caps):
     """Parse JSON text produced by `dumps`."""
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise ValueError(f"malformed value: {e}") from None
-    return decode(obj, max_depth)
+    return decode(obj, max_depth, **caps)
 
 
 # Dunders a class may define and still be inert: none of them changes how its instances compare,

@@ -13,7 +13,6 @@ Stdlib only (never JAX/numpy): the child it forks inherits its whole address spa
 """
 import argparse
 import collections
-import errno
 import gc
 import os
 import select
@@ -403,26 +402,95 @@ def _reap(block):
 
 
 def _rmtree(path):
-    def fix(func, p, exc_info):
-        # the program may have removed our permissions on its own directories
+    """Remove `path` and everything below it, without recursion: a program may leave a tree
+    thousands of levels deep, with whatever permissions it likes on its directories.
+
+    An explicit stack and the working directory do the walk (as fts does): each directory is
+    entered by name from its parent and left by "..", so no path grows with the depth (no
+    ENAMETOOLONG) and no file descriptor is held per level. Each directory is listed once; a
+    directory the program made unreadable is ours and gets its permissions back. Runs only after
+    the program's processes are gone, so nothing moves the tree underneath.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        _unlink(path)
+        return
+    path = os.path.abspath(path)
+    parent, name = os.path.dirname(path), os.path.basename(path)
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.chdir(parent)
+        stack = [[name, None]]  # [name in the current directory's parent, subdirs left to do]
+        while stack:
+            top = stack[-1]
+            if top[1] is None:
+                if not _enter(top[0]):
+                    stack.pop()  # cannot be entered (nor then removed): left in place
+                    continue
+                subdirs = []
+                for entry in _scan("."):
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        is_dir = False
+                    if is_dir:
+                        subdirs.append(entry.name)
+                    else:
+                        _unlink(entry.name)
+                top[1] = subdirs
+            if top[1]:
+                stack.append([top[1].pop(), None])
+                continue
+            os.chdir("..")
+            stack.pop()
+            try:
+                os.rmdir(top[0])
+            except OSError:
+                pass
+    finally:
+        os.fchdir(home)
+        os.close(home)
+
+
+def _enter(name):
+    """chdir into the directory `name` of the current one, restoring our permissions on it."""
+    for attempt in range(2):
         try:
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, stat.S_IRWXU)
-                shutil.rmtree(p, onerror=lambda *a: None)
-            else:
-                os.unlink(p)
+            os.chdir(name)
+        except PermissionError:
+            if attempt:
+                return False
+            try:
+                os.chmod(name, stat.S_IRWXU)
+            except OSError:
+                return False
+            continue
+        except OSError:
+            return False
+        try:
+            os.chmod(".", stat.S_IRWXU)  # listing and unlinking need read, write and search
         except OSError:
             pass
+        return True
+    return False
 
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, onerror=fix)
-    else:
-        try:
-            os.unlink(path)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise
+
+def _scan(where):
+    try:
+        with os.scandir(where) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _unlink(name):
+    try:
+        os.unlink(name)
+    except OSError:
+        pass  # already gone, or not ours to remove: the directory then stays
 
 
 def main(argv=None):
