@@ -30,8 +30,9 @@ class UnsupportedValue(TypeError):
     """The program produced something outside the closed set of types, or too large a value."""
 
 
-class TooLarge(ValueError):
-    """A value (or a result the judge would compute from one) exceeds the caps above."""
+class TooLarge(OverflowError, ValueError):
+    """A value (or a result the judge would compute from one) exceeds the caps above: an
+    overflow of the judge's arithmetic, and a value the decoder refuses."""
 
 
 def int_too_large(bits, cap=MAX_INT_BITS):
@@ -39,18 +40,27 @@ def int_too_large(bits, cap=MAX_INT_BITS):
 
 
 class _Budget:
-    __slots__ = ("nodes", "chars", "int_bits")
+    """What is left of the caps while one value is encoded or decoded; `error` is what running
+    out raises (UnsupportedValue when encoding, TooLarge when decoding)."""
+    __slots__ = ("nodes", "chars", "int_bits", "error")
 
-    def __init__(self, nodes, chars, int_bits=MAX_INT_BITS):
+    def __init__(self, nodes, chars, int_bits=MAX_INT_BITS, error=None):
         self.nodes = nodes
         self.chars = chars
         self.int_bits = int_bits
+        self.error = error or UnsupportedValue
 
-    def take(self, chars=0):
-        self.nodes -= 1
+    def take(self, chars=0, nodes=1):
+        self.nodes -= nodes
         self.chars -= chars
-        if self.nodes < 0 or self.chars < 0:
-            raise UnsupportedValue("value too large")
+        if self.nodes < 0:
+            raise self.error("value too large: more than the cap on items")
+        if self.chars < 0:
+            raise self.error("value too large: more than the cap on characters")
+
+    def check_int_bits(self, bits):
+        if self.int_bits is not None and bits > self.int_bits:
+            raise self.error(int_too_large(bits, self.int_bits))
 
 
 def _base_scalar(v, t):
@@ -84,9 +94,7 @@ def _items(v, t):
 def encode(v, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS,
            max_int_bits=MAX_INT_BITS):
     """`v` as a JSON-able tagged structure; raises UnsupportedValue outside the closed set."""
-    budget = _Budget(max_nodes, max_chars)
-    budget.int_bits = max_int_bits
-    return _enc(v, max_depth, budget)
+    return _enc(v, max_depth, _Budget(max_nodes, max_chars, max_int_bits))
 
 
 def _enc(v, depth, budget):
@@ -100,9 +108,7 @@ def _enc(v, depth, budget):
         budget.take()
         if -_BIG_INT < v < _BIG_INT:
             return v
-        bits = v.bit_length()
-        if budget.int_bits is not None and bits > budget.int_bits:
-            raise UnsupportedValue(int_too_large(bits, budget.int_bits))
+        budget.check_int_bits(v.bit_length())
         h = hex(v)
         budget.take(len(h))
         return {"i": h}
@@ -178,7 +184,7 @@ def decode(obj, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS,
            max_int_bits=MAX_INT_BITS):
     """Rebuild exact builtins from `encode`'s output; raises ValueError on anything malformed,
     TooLarge (a ValueError) on a value over the caps (depth, nodes, characters, int bits)."""
-    budget = _Budget(max_nodes, max_chars, max_int_bits)
+    budget = _Budget(max_nodes, max_chars, max_int_bits, TooLarge)
     try:
         return _dec(obj, max_depth, budget)
     except TooLarge:
@@ -190,18 +196,12 @@ def decode(obj, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS,
 def _dec(o, depth, budget):
     if depth < 0:
         raise TooLarge(f"value nested too deeply (cap {MAX_DEPTH} levels)")
-    budget.nodes -= 1
-    if budget.nodes < 0:
-        raise TooLarge("value too large: more than the cap on items")
     t = type(o)
+    budget.take(len(o) if t is str else 0)
     if t is int:
-        if budget.int_bits is not None and o.bit_length() > budget.int_bits:
-            raise TooLarge(int_too_large(o.bit_length(), budget.int_bits))
+        budget.check_int_bits(o.bit_length())
         return o
     if t is str:
-        budget.chars -= len(o)
-        if budget.chars < 0:
-            raise TooLarge("value too large: more than the cap on characters")
         return o
     if o is None or t in (bool, float):
         return o
@@ -218,19 +218,16 @@ def _dec(o, depth, budget):
         if tag == "f":
             return frozenset(_dec(e, depth - 1, budget) for e in _list(x))
         if tag == "b" and type(x) is str:
-            budget.chars -= len(x) * 3 // 4
-            if budget.chars < 0:
-                raise TooLarge("value too large: more than the cap on characters")
+            budget.take(len(x) * 3 // 4, nodes=0)  # the tag's dict took the node
             return base64.b64decode(x.encode("ascii"), validate=True)
         if tag == "c" and type(x) is list and len(x) == 2 and all(type(p) in (int, float) for p in x):
             return complex(x[0], x[1])
         if tag == "i" and type(x) is str:
             cap = budget.int_bits
-            if cap is not None and len(x) > cap // 4 + 3:  # "-0x" and 4 bits a digit
-                raise TooLarge(int_too_large(4 * len(x.lstrip("-")[2:]), cap))
+            if cap is not None and len(x) > cap // 4 + 3:  # "-0x" and 4 bits a digit: no int() of a huge one
+                budget.check_int_bits(4 * len(x.lstrip("-")[2:]))
             v = int(x, 16)
-            if cap is not None and v.bit_length() > cap:
-                raise TooLarge(int_too_large(v.bit_length(), cap))
+            budget.check_int_bits(v.bit_length())
             return v
         if tag == "o" and type(x) is list and len(x) == 2 and type(x[0]) is str and type(x[1]) is bool:
             return Opaque(x[0][:200], x[1])
