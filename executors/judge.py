@@ -3,7 +3,6 @@
 Everything compared here was rebuilt from tagged JSON into exact builtins (values.decode), and
 expected values never left this process.
 """
-import ast
 import math
 import re
 
@@ -103,7 +102,7 @@ def _judge_exprs(plan, vals):
         main = holes.get(check.split.main_hole) if check.split.main_hole is not None else None
         actual = main[1] if main and main[0] == "v" else None
         try:
-            ok = bool(_BoundedEval(holes).ev(check.split.template.body))
+            ok = bool(safe_eval.evaluate(check.split.template, holes))
         except (values.TooLarge, OverflowError, MemoryError) as e:
             # over the caps, or too large for a float: a failed test, never a stall or a crash
             return TestResult("failed", _too_large(e), actual=actual, test=check.text)
@@ -168,141 +167,6 @@ def _too_large(e):
     if isinstance(e, MemoryError):
         return "value too large: the judge ran out of memory comparing it"
     return f"value too large: {type(e).__name__}: {e}"
-
-
-# -- bounded evaluation of templates on untrusted values ----------------------------------------
-#
-# Hole values were decoded under values' caps (MAX_INT_BITS, MAX_NODES, MAX_CHARS, MAX_DEPTH);
-# every operation the template applies to them is checked *before* it runs, so that no result
-# can exceed those caps, and every result is checked (shallowly, in O(1)) after. Over the caps:
-# values.TooLarge, which the judge reports as a failed test.
-
-_INT_BITS = values.MAX_INT_BITS
-_MAX_LEN = values.MAX_NODES
-_MAX_CHARS = values.MAX_CHARS
-_POWMOD_WORK = 1 << 24  # exponent bits x modulus bits for pow(a, b, m)
-_SEQS = (str, bytes, bytearray, list, tuple)
-_WIDTH_METHODS = frozenset({"zfill", "ljust", "rjust", "center", "expandtabs", "to_bytes"})
-
-
-def _num(n):
-    """n for a message (str() of a huge int would itself be refused)."""
-    return f"{n:,}" if n.bit_length() <= 64 else f"about 2**{n.bit_length() - 1}"
-
-
-def _ibits(x):
-    return x.bit_length() if type(x) is int else 1
-
-
-def _check_value(v):
-    """Shallow O(1) check of one computed value against the caps."""
-    t = type(v)
-    if t is int:
-        if v.bit_length() > _INT_BITS:
-            raise values.TooLarge(values.int_too_large(v.bit_length()))
-    elif t in (str, bytes, bytearray):
-        if len(v) > _MAX_CHARS:
-            raise values.TooLarge(f"value too large: {t.__name__} of {len(v):,} characters "
-                                  f"(cap {_MAX_CHARS:,})")
-    elif t in (list, tuple, dict, set, frozenset, range):
-        if len(v) > _MAX_LEN:
-            raise values.TooLarge(f"value too large: {t.__name__} of {len(v):,} items "
-                                  f"(cap {_MAX_LEN:,})")
-    return v
-
-
-def _check_pow(a, b, m=None):
-    if type(a) is int and type(b) is int and b > 0 and abs(a) > 1:
-        if m is not None:
-            if type(m) is int and b.bit_length() * max(m.bit_length(), 64) > _POWMOD_WORK:
-                raise values.TooLarge(f"value too large: pow() with a {b.bit_length():,}-bit "
-                                      f"exponent and a {m.bit_length():,}-bit modulus")
-            return
-        bits = (a.bit_length() - 1) * b + 1  # at least this many bits in the result
-        if bits > _INT_BITS:
-            raise values.TooLarge(f"value too large: int of at least {bits:,} bits "
-                                  f"(cap {_INT_BITS:,}) from **")
-
-
-def _check_repeat(a, b):
-    for seq, n in ((a, b), (b, a)):
-        if isinstance(seq, _SEQS) and type(n) in (int, bool):
-            size = len(seq) * n
-            cap = _MAX_CHARS if isinstance(seq, (str, bytes, bytearray)) else _MAX_LEN
-            if size > cap:
-                raise values.TooLarge(f"value too large: {type(seq).__name__} of {_num(size)} "
-                                      f"items from * (cap {cap:,})")
-
-
-def _lgamma_bits(n):
-    return math.lgamma(n + 1) / math.log(2) if n > 0 else 0.0
-
-
-def _check_call(func, args, kwargs):
-    """Refuse a call whose result would exceed the caps (`args` is a list; may be rewritten)."""
-    name = getattr(func, "__name__", "")
-    owner = getattr(func, "__self__", None)
-    ints = [a for a in args if type(a) is int]
-    if func is pow:
-        _check_pow(*args[:3], **{k: v for k, v in kwargs.items() if k == "mod"})
-        if "exp" in kwargs and args:
-            _check_pow(args[0], kwargs["exp"], kwargs.get("mod"))
-    elif func is range:
-        r = range(*args, **kwargs)
-        n = (r.stop - r.start) // r.step  # len() would refuse more than sys.maxsize
-        if n > _MAX_LEN:
-            raise values.TooLarge(f"value too large: range of {_num(n)} items (cap {_MAX_LEN:,})")
-    elif func is bytes and len(args) == 1 and type(args[0]) is int and args[0] > _MAX_CHARS:
-        raise values.TooLarge(f"value too large: bytes of {_num(args[0])} (cap {_MAX_CHARS:,})")
-    elif owner is math:
-        if name == "factorial" and ints and _lgamma_bits(ints[0]) > _INT_BITS:
-            raise values.TooLarge(f"value too large: factorial({_num(ints[0])}) (cap {_INT_BITS:,} bits)")
-        if name in ("comb", "perm") and ints and ints[0] > 0 and \
-                _lgamma_bits(ints[0]) - (_lgamma_bits(ints[0] - ints[1]) if len(ints) > 1 and
-                                          0 <= ints[1] <= ints[0] else 0) > _INT_BITS:
-            raise values.TooLarge(f"value too large: {name}({_num(ints[0])}, ...) "
-                                  f"(cap {_INT_BITS:,} bits)")
-        if name in ("prod", "lcm"):
-            if name == "prod" and args:
-                args[0] = items = list(args[0])  # consumed here, so passed on as a list
-            else:
-                items = args
-            bits = sum(_ibits(x) for x in items if type(x) is int)
-            if bits > _INT_BITS:
-                raise values.TooLarge(f"value too large: math.{name} of {bits:,} bits of "
-                                      f"factors (cap {_INT_BITS:,})")
-    elif type(owner) in _SEQS + (int,) and name in _WIDTH_METHODS:
-        width = next((a for a in list(args) + list(kwargs.values()) if type(a) is int), 0)
-        if width > _MAX_CHARS:
-            raise values.TooLarge(f"value too large: {name}({_num(width)}) (cap {_MAX_CHARS:,})")
-    elif type(owner) in (str, bytes) and name == "replace" and len(args) >= 2:
-        size = len(owner) + (len(owner) + 1) * len(args[1])
-        if size > _MAX_CHARS and len(args[1]) > len(args[0]):
-            raise values.TooLarge(f"value too large: replace() could make {size:,} characters "
-                                  f"(cap {_MAX_CHARS:,})")
-
-
-class _BoundedEval(safe_eval._Eval):
-    """safe_eval's interpreter with every operation bounded by the value caps."""
-
-    def ev(self, node):
-        return _check_value(super().ev(node))
-
-    def ev_BinOp(self, node):
-        a, b = self.ev(node.left), self.ev(node.right)
-        op = node.op
-        if isinstance(op, ast.Pow):
-            _check_pow(a, b)
-        elif isinstance(op, ast.Mult):
-            _check_repeat(a, b)
-        elif isinstance(op, ast.LShift) and type(a) is int and type(b) is int and a and \
-                b > 0 and a.bit_length() + b > _INT_BITS:
-            raise values.TooLarge(values.int_too_large(a.bit_length() + b) + " from <<")
-        safe_eval._check_size(op, a, b)
-        return safe_eval._BINOPS[type(op)](a, b)
-
-    def check_call(self, func, args, kwargs):
-        _check_call(func, args, kwargs)
 
 
 # -- EvalPlus semantics for call tests ----------------------------------------------------------

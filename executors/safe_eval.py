@@ -13,7 +13,7 @@ import re
 import math
 import operator
 
-from executors.values import CLOSED
+from executors.values import CLOSED, MAX_CHARS, MAX_INT_BITS, MAX_NODES, TooLarge, int_too_large
 
 HOLE_PREFIX = "__hole"
 _SAFE_NAMES = (
@@ -276,7 +276,7 @@ class _Eval:
         meth = getattr(self, "ev_" + type(node).__name__, None)
         if meth is None:
             raise NotLowerable(type(node).__name__)
-        return meth(node)
+        return _check_value(meth(node))
 
     def ev_Constant(self, node):
         return node.value
@@ -375,11 +375,8 @@ class _Eval:
                 kwargs.update(self.ev(k.value))
             else:
                 kwargs[k.arg] = self.ev(k.value)
-        self.check_call(func, args, kwargs)
+        _check_call(func, args, kwargs)
         return func(*args, **kwargs)
-
-    def check_call(self, func, args, kwargs):
-        """Hook run before every call (the judge bounds the work a call may do)."""
 
 
 def _allowed_callable(func):
@@ -393,7 +390,15 @@ def _allowed_callable(func):
 
 
 def _check_size(op, a, b):
-    """Refuse arithmetic whose result would be enormous (a test typo must not hang the trainer)."""
+    """Refuse arithmetic whose result would be enormous (a test typo must not hang the trainer,
+    an untrusted value must not stall the judge): over the value caps, TooLarge."""
+    if isinstance(op, ast.Pow):
+        _check_pow(a, b)
+    elif isinstance(op, ast.Mult):
+        _check_repeat(a, b)
+    elif isinstance(op, ast.LShift) and type(a) is int and type(b) is int and a and \
+            b > 0 and a.bit_length() + b > _INT_BITS:
+        raise TooLarge(int_too_large(a.bit_length() + b) + " from <<")
     if isinstance(op, ast.Pow) and type(a) is int and type(b) is int and abs(b) > 10_000 and abs(a) > 1:
         raise OverflowError("exponent too large for the judge")
     if isinstance(op, ast.LShift) and type(b) is int and b > 100_000:
@@ -402,3 +407,115 @@ def _check_size(op, a, b):
         for seq, n in ((a, b), (b, a)):
             if isinstance(seq, (str, bytes, list, tuple)) and type(n) is int and len(seq) * n > _MAX_SEQ:
                 raise OverflowError("sequence too large for the judge")
+
+
+# -- bounded evaluation of templates on untrusted values ----------------------------------------
+#
+# Hole values were decoded under the value caps (MAX_INT_BITS, MAX_NODES, MAX_CHARS, MAX_DEPTH);
+# every operation the template applies to them is checked *before* it runs, so that no result
+# can exceed those caps, and every result is checked (shallowly, in O(1)) after. Over the caps:
+# TooLarge, which the judge reports as a failed test.
+
+_INT_BITS = MAX_INT_BITS
+_MAX_LEN = MAX_NODES
+_MAX_CHARS = MAX_CHARS
+_POWMOD_WORK = 1 << 24  # exponent bits x modulus bits for pow(a, b, m)
+_SEQS = (str, bytes, bytearray, list, tuple)
+_WIDTH_METHODS = frozenset({"zfill", "ljust", "rjust", "center", "expandtabs", "to_bytes"})
+
+
+def _num(n):
+    """n for a message (str() of a huge int would itself be refused)."""
+    return f"{n:,}" if n.bit_length() <= 64 else f"about 2**{n.bit_length() - 1}"
+
+
+def _ibits(x):
+    return x.bit_length() if type(x) is int else 1
+
+
+def _check_value(v):
+    """Shallow O(1) check of one computed value against the caps."""
+    t = type(v)
+    if t is int:
+        if v.bit_length() > _INT_BITS:
+            raise TooLarge(int_too_large(v.bit_length()))
+    elif t in (str, bytes, bytearray):
+        if len(v) > _MAX_CHARS:
+            raise TooLarge(f"value too large: {t.__name__} of {len(v):,} characters "
+                                  f"(cap {_MAX_CHARS:,})")
+    elif t in (list, tuple, dict, set, frozenset, range):
+        if len(v) > _MAX_LEN:
+            raise TooLarge(f"value too large: {t.__name__} of {len(v):,} items "
+                                  f"(cap {_MAX_LEN:,})")
+    return v
+
+
+def _check_pow(a, b, m=None):
+    if type(a) is int and type(b) is int and b > 0 and abs(a) > 1:
+        if m is not None:
+            if type(m) is int and b.bit_length() * max(m.bit_length(), 64) > _POWMOD_WORK:
+                raise TooLarge(f"value too large: pow() with a {b.bit_length():,}-bit "
+                                      f"exponent and a {m.bit_length():,}-bit modulus")
+            return
+        bits = (a.bit_length() - 1) * b + 1  # at least this many bits in the result
+        if bits > _INT_BITS:
+            raise TooLarge(f"value too large: int of at least {bits:,} bits "
+                                  f"(cap {_INT_BITS:,}) from **")
+
+
+def _check_repeat(a, b):
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, _SEQS) and type(n) in (int, bool):
+            size = len(seq) * n
+            cap = _MAX_CHARS if isinstance(seq, (str, bytes, bytearray)) else _MAX_LEN
+            if size > cap:
+                raise TooLarge(f"value too large: {type(seq).__name__} of {_num(size)} "
+                                      f"items from * (cap {cap:,})")
+
+
+def _lgamma_bits(n):
+    return math.lgamma(n + 1) / math.log(2) if n > 0 else 0.0
+
+
+def _check_call(func, args, kwargs):
+    """Refuse a call whose result would exceed the caps (`args` is a list; may be rewritten)."""
+    name = getattr(func, "__name__", "")
+    owner = getattr(func, "__self__", None)
+    ints = [a for a in args if type(a) is int]
+    if func is pow:
+        _check_pow(*args[:3], **{k: v for k, v in kwargs.items() if k == "mod"})
+        if "exp" in kwargs and args:
+            _check_pow(args[0], kwargs["exp"], kwargs.get("mod"))
+    elif func is range:
+        r = range(*args, **kwargs)
+        n = (r.stop - r.start) // r.step  # len() would refuse more than sys.maxsize
+        if n > _MAX_LEN:
+            raise TooLarge(f"value too large: range of {_num(n)} items (cap {_MAX_LEN:,})")
+    elif func is bytes and len(args) == 1 and type(args[0]) is int and args[0] > _MAX_CHARS:
+        raise TooLarge(f"value too large: bytes of {_num(args[0])} (cap {_MAX_CHARS:,})")
+    elif owner is math:
+        if name == "factorial" and ints and _lgamma_bits(ints[0]) > _INT_BITS:
+            raise TooLarge(f"value too large: factorial({_num(ints[0])}) (cap {_INT_BITS:,} bits)")
+        if name in ("comb", "perm") and ints and ints[0] > 0 and \
+                _lgamma_bits(ints[0]) - (_lgamma_bits(ints[0] - ints[1]) if len(ints) > 1 and
+                                          0 <= ints[1] <= ints[0] else 0) > _INT_BITS:
+            raise TooLarge(f"value too large: {name}({_num(ints[0])}, ...) "
+                                  f"(cap {_INT_BITS:,} bits)")
+        if name in ("prod", "lcm"):
+            if name == "prod" and args:
+                args[0] = items = list(args[0])  # consumed here, so passed on as a list
+            else:
+                items = args
+            bits = sum(_ibits(x) for x in items if type(x) is int)
+            if bits > _INT_BITS:
+                raise TooLarge(f"value too large: math.{name} of {bits:,} bits of "
+                                      f"factors (cap {_INT_BITS:,})")
+    elif type(owner) in _SEQS + (int,) and name in _WIDTH_METHODS:
+        width = next((a for a in list(args) + list(kwargs.values()) if type(a) is int), 0)
+        if width > _MAX_CHARS:
+            raise TooLarge(f"value too large: {name}({_num(width)}) (cap {_MAX_CHARS:,})")
+    elif type(owner) in (str, bytes) and name == "replace" and len(args) >= 2:
+        size = len(owner) + (len(owner) + 1) * len(args[1])
+        if size > _MAX_CHARS and len(args[1]) > len(args[0]):
+            raise TooLarge(f"value too large: replace() could make {size:,} characters "
+                                  f"(cap {_MAX_CHARS:,})")
