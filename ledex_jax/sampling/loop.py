@@ -98,9 +98,9 @@ def _record(state: DecodeState, logits, knobs: Knobs, mode: Mode) -> DecodeState
         step=state.step + 1)
 
 
-def _slot_mask(state: DecodeState):
-    b, m = state.tokens.shape
-    return jnp.concatenate([state.prompt_mask, jnp.ones((b, m), state.prompt_mask.dtype)], axis=1)
+def _slot_mask(prompt_mask, max_new: int):
+    """[B, P + max_new]: the prompt's real slots, then every generated slot."""
+    return jnp.concatenate([prompt_mask, jnp.ones((prompt_mask.shape[0], max_new), prompt_mask.dtype)], axis=1)
 
 
 def _constrain_cache(k, v):
@@ -117,7 +117,7 @@ def prefill(graphdef, params, weights: DecodeWeights | None, input_ids, prompt_m
     model = nnx.merge(graphdef, params)
     b, p = input_ids.shape
     cache = model.init_cache(b, p + max_new, cache_dtype, per_layer=weights is not None)
-    prompt_slots = jnp.concatenate([prompt_mask, jnp.ones((b, max_new), prompt_mask.dtype)], axis=1)
+    prompt_slots = _slot_mask(prompt_mask, max_new)
     out = model.forward(input_ids, prompt_slots, positions=default_positions(prompt_slots)[:, :p],
                         cache=KVCache(*_constrain_cache(cache.k, cache.v), cache.end), logits=False, ops=ops,
                         weights=weights)
@@ -141,7 +141,7 @@ def decode(graphdef, params, weights: DecodeWeights | None, state: DecodeState, 
     `weights` are given, else scanned)."""
     model = nnx.merge(graphdef, params)
     prompt_len = state.prompt_mask.shape[1]
-    slot_mask = _slot_mask(state)
+    slot_mask = _slot_mask(state.prompt_mask, state.tokens.shape[1])
     prompt_lens = jnp.sum(state.prompt_mask, axis=1)
     stop_at = jnp.minimum(stop_at, state.tokens.shape[1])
 
