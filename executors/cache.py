@@ -14,7 +14,7 @@ import threading
 from executors import values
 from executors.testcase import NO_EXPECTED, ExecutionResult
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: every verdict from the judge process
 
 
 def _test_fingerprint(t):

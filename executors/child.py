@@ -1,109 +1,33 @@
-"""Runs inside the sandbox, in a child forked from the worker: loads one program, runs its tests.
+"""Runs inside the sandbox, in a child forked from the worker: loads one program and answers the
+judge's requests about it.
 
-It never sees expected values. For parent-judged tests it only evaluates expressions (the calls)
-and reports their values in the closed type set; for child-judged tests it reports whether the
-test code finished without an exception. Every test runs (no fail-fast); each report starts the
-clock of the next test, so the worker can enforce per-test deadlines. Reports go over the
-dedicated, authenticated result pipe.
+It never sees test code or expected values. It runs the program's top level, reports the names
+the program defined, then serves the requests the worker relays from the judge (`executors.remote`
+sends them): call a function, read an attribute, apply an operator, test isinstance. Each answer
+is a value in the closed type set, or a handle to an object the child keeps (values.encode), sent
+over the dedicated, authenticated result pipe. A stdio program instead runs once as __main__.
 
 Stdlib only: this module is imported inside the sandbox.
 """
 import builtins
 import io
 import linecache
+import operator
 import os
 import signal
 import sys
 import time
 import traceback
+import types
 
+from executors import audit
 from executors import limits as limits_mod
 from executors import protocol, values
 
 PROGRAM_FILE = "<solution>"
-TEST_FILE = "<test>"
-GUARD_NAME = "__sandbox_guard__"
-TEST_FUNC = "__sandbox_test__"
 STDIN_FILE, STDOUT_FILE, STDERR_FILE = ".stdin", ".stdout", ".stderr"  # stdio tests, in the cwd
 _TB_LINES = 6
 _MAX_MSG = 2000
-
-# Audit events refused inside the child: tracing (a trace function can jump over a failing
-# assert), raw memory (ctypes) and object-graph walks (gc). Legit solutions do not need them.
-_BLOCKED_EVENTS = frozenset({
-    "sys.settrace", "sys.setprofile", "sys._current_frames", "gc.get_objects", "gc.get_referrers",
-    "gc.get_referents",
-})
-_BLOCKED_PREFIXES = ("ctypes.",)
-_BLOCKED_IMPORTS = ("ctypes", "_ctypes")
-# Without namespaces nothing else isolates the program, so the hook also refuses to start
-# processes, send signals, open sockets, or change files outside the program's private directory.
-_NO_NAMESPACE_EVENTS = frozenset({
-    "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
-    "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "socket.connect", "socket.bind",
-    "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
-})
-_PATH_EVENTS = {  # event -> positions of path arguments that must stay inside the work dir
-    "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1), "os.link": (0, 1),
-    "os.symlink": (1,), "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,),
-    "os.utime": (0,), "os.mkdir": (0,), "os.chflags": (0,), "os.lchflags": (0,),
-    "os.setxattr": (0,), "os.removexattr": (0,), "shutil.rmtree": (0,),
-}
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-# Rewriting a function's code or defaults would let a program reprogram the harness below.
-_FROZEN_FUNC_ATTRS = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
-
-
-def _inside(path, root, _fspath=os.fspath, _realpath=os.path.realpath, _type=type):
-    if _type(path) is int:
-        return True  # an already open descriptor
-    try:
-        path = _fspath(path)
-        if _type(path) is bytes:
-            path = path.decode("utf-8", "surrogateescape")
-        if path in ("/dev/null", "/dev/stdout", "/dev/stderr"):
-            return True
-        real = _realpath(path)
-    except Exception:
-        return False
-    return real == root or real.startswith(root + "/")
-
-
-def install_audit_hook(workdir=None):
-    """Refuse the events above for everything that runs in this process from now on (an audit
-    hook cannot be removed), and make the harness modules unreachable through sys.modules.
-    With `workdir` (no namespaces) also refuse processes, signals, sockets and writes outside it.
-    """
-    extra = _NO_NAMESPACE_EVENTS if workdir else frozenset()
-    root = os.path.realpath(workdir) if workdir else None
-
-    def hook(event, args, _blocked=_BLOCKED_EVENTS, _extra=extra, _pre=_BLOCKED_PREFIXES,
-             _imports=_BLOCKED_IMPORTS, _frozen=_FROZEN_FUNC_ATTRS, _paths=_PATH_EVENTS,
-             _inside=_inside, _root=root, _wflags=_WRITE_FLAGS, _str=str, _type=type, _len=len,
-             _int=int):
-        if event in _blocked or event in _extra or event.startswith(_pre):
-            raise RuntimeError(f"{event} is not allowed in the sandbox")
-        if event == "import" and args and _type(args[0]) is _str and args[0].split(".")[0] in _imports:
-            raise ImportError(f"module {args[0]} is not available in the sandbox")
-        if event == "object.__setattr__" and _len(args) > 1 and args[1] in _frozen:
-            raise RuntimeError(f"setting {args[1]} is not allowed in the sandbox")
-        if _root is None:
-            return
-        if event == "open" and _len(args) >= 3:
-            mode, flags = args[1], args[2]
-            writes = (_type(mode) is _str and any(c in mode for c in "wax+")) or (
-                _type(flags) is _int and flags & _wflags)
-            if writes and not _inside(args[0], _root):
-                raise PermissionError(f"writing {args[0]!r} is not allowed in the sandbox")
-        elif event in _paths:
-            for k in _paths[event]:
-                if k < _len(args) and not _inside(args[k], _root):
-                    raise PermissionError(f"{event} on {args[k]!r} is not allowed in the sandbox")
-
-    for name in [m for m in sys.modules if m.split(".")[0] in _BLOCKED_IMPORTS + ("executors",)]:
-        del sys.modules[name]  # an `import executors.child` now loads a separate copy
-    sys.addaudithook(hook)
-
 
 _HARNESS_FILES = frozenset({__file__, values.__file__})
 
@@ -154,94 +78,175 @@ def _register_source(filename, source, _cache=linecache.cache):
     _cache[filename] = (len(source), None, lines, filename)
 
 
-# The runners below take what they call as default arguments, bound at import: a program that
-# rebinds builtins or this module's globals does not change how its tests are run or reported.
+# The code below takes what it calls as default arguments, bound at import: a program that
+# rebinds builtins or this module's globals does not change how requests are answered.
 
-def _enc_value(v, caps, _encode=values.encode, _unsupported=values.UnsupportedValue):
-    try:
-        return {"v": _encode(v, **caps)}
-    except _unsupported as e:
-        return {"u": str(e)}
-    except RecursionError:
-        return {"u": "value nested too deeply"}
-
-
-def compile_spec(spec, _compile=compile):
-    """Code objects for one test spec. Test code is trusted and repeats across programs, so the
-    worker compiles it (and caches it) before forking; the child only runs it.
-
-    The expressions of an `exprs` test become one `lambda GUARD: (thunk, ...)`: the guard is a
-    parameter, a local the program cannot rebind, and each thunk runs one expression.
-    """
-    kind = spec["kind"]
-    if kind == "exprs":
-        thunks = "".join(f"(lambda: (\n{src}\n)),\n" for src in spec["exprs"])
-        params = ", ".join([GUARD_NAME] + spec.get("bind", [])[:1])
-        exprs = _compile(f"lambda {params}: (\n{thunks})", TEST_FILE, "eval")
-        pre = _compile(spec["pre"], TEST_FILE, "exec") if spec.get("pre") else None
-        return (pre, exprs)
-    if kind in ("exec", "check"):
-        return (_compile(spec["src"], TEST_FILE, "exec"),)
-    return ()
+# What the judge may ask of a program's object (`executors.remote` maps Python's protocols here).
+OPERATIONS = {name: getattr(operator, name) for name in (
+    "eq", "ne", "lt", "le", "gt", "ge", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow",
+    "matmul", "lshift", "rshift", "and_", "or_", "xor", "neg", "pos", "abs", "invert", "contains",
+    "getitem", "setitem", "delitem", "index", "truth")}
+OPERATIONS.update(len=len, hash=hash, repr=repr, str=str, int=int, float=float, complex=complex,
+                  round=round, divmod=divmod, format=format, iter=iter, getattr=getattr,
+                  setattr=setattr, delattr=delattr, isinstance=isinstance)
+_MAX_NAMES = 10_000
+_NAME_VALUE_NODES = 10_000  # a global bigger than this is reported as a handle, read on demand
+_qualname = type.__dict__["__qualname__"].__get__
+_mro = type.__dict__["__mro__"].__get__
 
 
-def _missing(spec, code, ns, caps):
-    raise RuntimeError("the test code did not compile")
+def _builtin_exception(exc_type, _mro=_mro, _builtins=builtins):
+    """Name of the first builtin exception class `exc_type` derives from (the judge raises that:
+    a program's `class Bad(ValueError)` is still caught by the test's `except ValueError`)."""
+    for klass in _mro(exc_type):
+        name = _qualname(klass)
+        if getattr(_builtins, name, None) is klass:
+            return name
+    return "Exception"
 
 
-def _eval_exprs(spec, code, ns, caps, _eval=eval, _exec=exec, _guard=values.guard,
-                _enc=_enc_value, _info=exception_info, _skip=_HARNESS_FILES | {TEST_FILE}):
-    """Pre-statements, then each expression in order; stops at the first exception."""
-    pre, exprs = code
-    if pre is not None:
-        _exec(pre, ns)
-    bound = []
-    if spec.get("bind"):  # check(candidate): the holes call `candidate`, i.e. the entry point
-        fn = ns.get(spec["bind"][1])
-        if fn is None:
-            raise NameError(f"name {spec['bind'][1]!r} is not defined")
-        bound.append(fn)
-    out = []
-    for thunk in _eval(exprs, ns)(_guard, *bound):
+class Objects:
+    """The objects the judge holds handles to, by handle id (the same object, the same id)."""
+
+    def __init__(self, ns, caps):
+        self.ns = ns
+        self.caps = caps
+        self.by_id = {}
+        self.ids = {}
+
+    def handle(self, obj, _id=id, _type=type, _qualname=_qualname, _hash=hash):
+        key = _id(obj)
+        hid = self.ids.get(key)
+        if hid is None:
+            hid = len(self.by_id)
+            self.by_id[hid] = obj
+            self.ids[key] = hid
         try:
-            v = thunk()
-        except BaseException as e:
-            out.append({"e": _info(e, _skip)})
-            break
-        out.append(_enc(v, caps))
-    return {"vals": out}
+            h = _hash(obj)
+        except BaseException:
+            h = None
+        return [hid, str(_qualname(_type(obj)))[:200], h]
+
+    def lookup(self, ref, _type=type, _import=__import__, _builtins=builtins):
+        """An object from a reference: a handle id, ["g", name] for a global of the program,
+        ["b", name] for a builtin, ["s", module, qualname] for a stdlib object."""
+        if _type(ref) is int and ref in self.by_id:
+            return self.by_id[ref]
+        if _type(ref) is list and ref and all(_type(part) is str for part in ref):
+            if ref[0] == "g" and len(ref) == 2:
+                try:
+                    return self.ns[ref[1]]
+                except KeyError:
+                    raise NameError(f"name {ref[1]!r} is not defined") from None
+            if ref[0] == "b" and len(ref) == 2:
+                return getattr(_builtins, ref[1])
+            if ref[0] == "s" and len(ref) == 3:
+                obj = _import(ref[1], fromlist=["_"])
+                for part in ref[2].split("."):
+                    obj = getattr(obj, part)
+                return obj
+        raise ValueError("unknown object reference (from a run that was restarted?)")
+
+    def encode(self, v, _encode=values.encode, _unsupported=values.UnsupportedValue):
+        try:
+            return {"v": _encode(v, handles=self.handle, **self.caps)}
+        except _unsupported as e:
+            return {"u": str(e)}
+        except RecursionError:
+            return {"u": "value nested too deeply"}
+
+    def decode(self, x, _decode=values.decode):
+        return _decode(x, handles=self.lookup)
 
 
-def _call(spec, code, ns, caps, _decode=values.decode, _enc=_enc_value):
-    fn = ns.get(spec["fn"])
-    if fn is None:
-        raise NameError(f"name {spec['fn']!r} is not defined")
-    return {"vals": [_enc(fn(*_decode(spec["args"])), caps)]}
+# The standard library's own objects, by (id, name), recorded by the worker before any program
+# ran (see snapshot_stdlib): `from collections import Counter` in a program is reported as that,
+# so test code that uses the program's `Counter` gets the judge's own, not whatever the program
+# may have put in its place. (Values hold their objects: no id is ever reused.)
+_STDLIB = {}
 
 
-def _run_test_code(spec, code, ns, _exec=exec, _guard=values.guard, _register=_register_source):
-    """Run child-judged test code; returns what the wrapper returns (check, for check tests)."""
-    _register(TEST_FILE, spec["src"])
-    if not spec.get("wrapped"):
-        ns[GUARD_NAME] = _guard
-        _exec(code[0], ns)
-        return ns.get("check")
-    _exec(code[0], ns)
-    return ns.pop(TEST_FUNC)(_guard)
+def snapshot_stdlib(modules):
+    """Record the public functions and classes of the (already imported) `modules`."""
+    for modname in modules:
+        module = sys.modules.get(modname)
+        for name, obj in list(vars(module).items()) if module is not None else ():
+            if not name.startswith("_") and callable(obj):
+                _STDLIB.setdefault((id(obj), name), (obj, modname))
 
 
-def _exec_test(spec, code, ns, caps, _run=_run_test_code):
-    _run(spec, code, ns)
-    return {"ok": True}
+def describe_names(ns, objects, _type=type, _module=types.ModuleType, _encode=values.encode,
+                   _id=id, _stdlib=_STDLIB):
+    """What the program defined, for the judge: ["m", module name] for an imported module and
+    ["s", module name] for a stdlib object under its own name (the judge uses its own copies of
+    those it trusts), ["v", value] for a small plain value, ["g"] for anything else (reached by
+    name, through the child)."""
+    out = {}
+    for name, v in list(ns.items())[:_MAX_NAMES]:
+        if _type(name) is not str or name.startswith("__"):
+            continue
+        known = _stdlib.get((_id(v), name))
+        if known is not None:
+            out[name] = ["s", known[1]]
+            continue
+        if _type(v) is _module:
+            modname = v.__dict__.get("__name__")  # an exact module: no __getattr__ of the program's
+            out[name] = ["m", modname] if _type(modname) is str else ["g"]
+            continue
+        try:
+            out[name] = ["v", _encode(v, max_nodes=_NAME_VALUE_NODES)]
+        except (values.UnsupportedValue, RecursionError):
+            out[name] = ["g"]
+    return out
 
 
-def _check(spec, code, ns, caps, _run=_run_test_code):
-    check = _run(spec, code, ns)
-    fn = ns.get(spec["entry"])
-    if fn is None:
-        raise NameError(f"name {spec['entry']!r} is not defined")
-    check(fn)
-    return {"ok": True}
+def answer(request, objects, _ops=OPERATIONS, _builtin=_builtin_exception, _info=exception_info):
+    """The answer to one request: {"v": value} | {"u": why it cannot be sent} | {"e": exception}."""
+    try:
+        op = request["op"]
+        if op == "call":
+            fn = objects.lookup(request["f"])
+            args = objects.decode(request.get("a", []))
+            kwargs = objects.decode(request.get("k", {"d": []}))
+            result = fn(*args, **kwargs)
+        elif op == "next":  # up to `n` items of an iterator, and whether it is exhausted
+            it, n, items = objects.lookup(request["o"]), int(request["k"]), []
+            result = None
+            for _ in range(n):
+                try:
+                    items.append(next(it))
+                except StopIteration:
+                    result = (items, True)
+                    break
+            if result is None:
+                result = (items, False)
+        else:
+            fn = _ops[op]
+            result = fn(*objects.decode(request.get("a", [])))
+    except BaseException as e:
+        info = _info(e)
+        info["base"] = _builtin(type(e))
+        return {"e": info}
+    return objects.encode(result)
+
+
+def serve(requests, send, objects, _answer=answer):
+    """Answer requests until the worker closes the pipe. A "calls" request (one function over
+    many argument lists: EvalPlus inputs) is answered item by item, each starting the worker's
+    clock for the next."""
+    while True:
+        try:
+            request = requests.read()
+        except protocol.ChannelError:
+            return
+        if request.get("op") == "calls":
+            f, arg_lists = request["f"], request["a"]
+            for i in range(len(arg_lists)):
+                reply = _answer({"op": "call", "f": f, "a": arg_lists[i]}, objects)
+                reply["i"] = i
+                send(reply)
+            continue
+        send(_answer(request, objects))
 
 
 def _run_as_main(code, result_fd):
@@ -281,67 +286,46 @@ def _run_as_main(code, result_fd):
         os._exit(status)
 
 
-_RUNNERS = (("exprs", _eval_exprs), ("call", _call), ("exec", _exec_test), ("check", _check))
-
-
-def run(job, compiled, start, send, result_fd, _runners=_RUNNERS, _info=exception_info,
-        _clock=time.perf_counter, _compile=compile, _exec=exec):
-    """Load the program and run tests[start:], reporting each through `send`.
-
-    Frames: "load" (its arrival starts the first test's clock), then one "res" per test (each
-    starts the next test's clock). A stdio program runs once, as __main__, right after "load".
-    """
+def run(job, send, result_fd, requests, _info=exception_info, _clock=time.perf_counter,
+        _compile=compile, _exec=exec):
+    """Load the program, report "load" (with its names), then answer requests (or, for a stdio
+    program, run it once as __main__)."""
     limits = limits_mod.Limits.from_dict(job["limits"])
-    caps = {"max_chars": limits.max_value_chars}
-    tests = job["tests"]
-    is_stdio = any(t["kind"] == "stdio" for t in tests)
     ns = {"__name__": "solution", "__builtins__": builtins}
     _register_source(PROGRAM_FILE, job["code"])
     t0 = _clock()
     try:
         code = _compile(job["code"], PROGRAM_FILE, "exec")
-        if not is_stdio:
+        if not job.get("stdio"):
             _exec(code, ns)
-            if job.get("setup"):  # MBPP order: test_setup_code may use the program's classes
+            if job.get("setup"):  # MBPP order: test_setup_code may define what the program uses
                 _exec(_compile(job["setup"], "<setup>", "exec"), ns)
     except BaseException as e:
         send({"t": "load", "e": _info(e), "dt": _clock() - t0})
         return
-    send({"t": "load", "dt": _clock() - t0})
-    if is_stdio:  # one whole run of the program per child
+    if job.get("stdio"):
+        send({"t": "load", "dt": _clock() - t0})
         _run_as_main(code, result_fd)
-    for i in range(start, len(tests)):
-        spec = tests[i]
-        t0 = _clock()
-        try:
-            kind = spec["kind"]
-            runner = [fn for name, fn in _runners if name == kind]
-            if not runner:
-                raise ValueError(f"unknown test kind {kind!r}")
-            res = (runner[0] if compiled[i] is not None else _missing)(spec, compiled[i], ns, caps)
-        except BaseException as e:
-            res = {"e": _info(e)}
-        res.update(t="res", i=i, dt=_clock() - t0)
-        send(res)
+    objects = Objects(ns, {"max_chars": limits.max_value_chars})
+    send({"t": "load", "dt": _clock() - t0, "names": describe_names(ns, objects)})
+    serve(requests, send, objects)
 
 
 def _close_other_fds(keep):
-    """Close every inherited descriptor above stderr except `keep` (the worker's pipes)."""
+    """Close every inherited descriptor above stderr except those in `keep` (the worker's pipes)."""
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:  # no /proc: the slow way
-        os.closerange(3, keep)
-        os.closerange(keep + 1, 1 << 16)
-        return
+        fds = range(3, 1 << 16)
     for fd in fds:
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in keep:
             try:
                 os.close(fd)
             except OSError:
                 pass  # the descriptor listdir itself used
 
 
-def main(job, compiled, start, result_fd, key_fd, workdir, isolated):
+def main(job, result_fd, request_fd, key_fd, workdir, isolated):
     """Entry point in the freshly forked child. Never returns."""
     status = 0
     try:
@@ -349,8 +333,9 @@ def main(job, compiled, start, result_fd, key_fd, workdir, isolated):
         os.close(key_fd)
         send = make_sender(result_fd, protocol.make_signer(key))
         del key
-        _close_other_fds(result_fd)
+        _close_other_fds((result_fd, request_fd))
         os.set_inheritable(result_fd, False)
+        os.set_inheritable(request_fd, False)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -364,8 +349,8 @@ def main(job, compiled, start, result_fd, key_fd, workdir, isolated):
             signal.alarm(int(job["cpu_seconds"]) + 5)
         limits = limits_mod.Limits.from_dict(job["limits"])
         limits_mod.apply_rlimits(limits, job["cpu_seconds"])
-        install_audit_hook(None if isolated else workdir)
-        run(job, compiled, start, send, result_fd)
+        audit.install_audit_hook(None if isolated else workdir)
+        run(job, send, result_fd, protocol.FrameReader(request_fd))
     except BaseException:
         status = 70
     finally:

@@ -37,3 +37,26 @@ def for_test(result, kind):
 
 def _clip(text, limit=_MAX_ACTUAL * 3):
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def test_text(test):
+    """How a test is shown when nothing more specific is known (e.g. which assert failed)."""
+    if test.kind == "assertion":
+        return test.source.strip()
+    if test.kind == "check":
+        return f"check({test.entry_point})"
+    if test.kind == "stdio":
+        return f"Input:\n{_clip(test.stdin, 500)}\nExpected output:\n{_clip(test.expected_stdout, 500)}"
+    args = ", ".join(short_repr(a, 200) for a in test.args)
+    call = f"{test.entry_point}({args})"
+    if test.expected is test.NO_EXPECTED:
+        return call
+    return f"assert {call} == {short_repr(test.expected)}"
+
+
+def short_repr(value, limit=300):
+    try:
+        text = repr(value)
+    except Exception:  # a pathological value from a test definition
+        text = "<unprintable>"
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,257 +1,533 @@
-"""The trusted side: turn what a child reported into verdicts, comparing in the parent.
+"""The judge process: runs each program's tests, trusted, and decides every verdict.
 
-Everything compared here was rebuilt from tagged JSON into exact builtins (values.decode), and
-expected values never left this process.
+One per pool slot, started by the pool as `python -m executors.judge`; it starts the slot's
+sandboxed worker itself and is the only process that talks to it. It never runs program code
+and the program cannot reach it (outside the sandbox's namespaces, non-dumpable, its own memory
+limit; the pool watches its deadlines). Test code (assertions, check functions with loops and
+helpers, setup code) runs here as ordinary Python, in a namespace where each of the program's
+names is a `remote.Remote` proxy: calls into the program cross to the child, and what comes
+back is a plain value or another proxy. Expected values and test code never leave this
+process. EvalPlus-style call tests go over in one batch per program and are compared here.
+
+Protocol with the pool (length-prefixed JSON frames on stdin/stdout): a config frame, then
+"ready"; per job, "res" frames carrying [(test index, result)], then "done".
 """
-import math
+import builtins
+import collections
+import importlib
+import json
+import linecache
+import os
+import random
 import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+import traceback
 
-from executors import lowering, safe_eval, values
-from executors.testcase import NO_EXPECTED, TestResult
+from executors import compare, protocol, values
+from executors.limits import Limits
+from executors.remote import (NOTHING, ProgramCrashed, ProgramTimeout, Remote, Session,
+                              ValueNotSent, WorkerLost)
 
-_FLOAT_TOKEN = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.I)
-_SPLIT_WS = re.compile(r"(\s+)")
-
-
-def judge(plan, raw, limits):
-    """TestResult for one planned test and the worker's raw report (None: invalid test)."""
-    if plan.spec is None:
-        return TestResult("error", f"invalid test: {plan.invalid}", judged_by=plan.judged_by)
-    dt = float(raw.get("dt") or 0.0)
-    result = _judge(plan, raw, limits)
-    line = _failing_line(result.traceback) if plan.judged_by == "child" else ""
-    result.test = result.test or (line and lowering.display_line(line, plan.test)) or plan.text
-    result.duration = dt
-    result.judged_by = plan.judged_by
-    return result
-
-
-def _judge(plan, raw, limits):
-    if "timeout" in raw:
-        which = raw["timeout"]
-        if which == "load":
-            return TestResult("timeout", f"Timed out after {limits.load_timeout:g} s while "
-                                         "loading the program")
-        if which == "program":
-            return TestResult("timeout", "Program time limit exceeded before this test ran")
-        return TestResult("timeout", f"Timed out after {limits.per_test_timeout:g} s")
-    if "crash" in raw:
-        return TestResult("error", str(raw["crash"]))
-    kind = plan.spec["kind"]
-    if "e" in raw:  # the load failed, or the test code itself raised
-        return _exception(raw["e"], assertion_fails=kind in ("exec", "check") and not raw.get("load_error"))
-    if kind in ("exec", "check"):
-        return TestResult("passed") if raw.get("ok") is True else TestResult("error", "no verdict")
-    if kind == "stdio":
-        return _judge_stdio(plan, raw)
-    vals = _holes(raw.get("vals"))
-    if kind == "call":
-        return _judge_call(plan, vals)
-    return _judge_exprs(plan, vals)
+TEST_FILE = "<test>"
+# Modules a program imported that test code may use directly (MBPP tests call math.isclose
+# on the program's `import math`): the judge imports its own copy instead of asking the child.
+TRUSTED_MODULES = frozenset({
+    "math", "cmath", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
+    "random", "operator", "copy", "datetime", "fractions", "decimal", "statistics", "array",
+    "typing", "numbers", "json", "numpy", "collections.abc"})
+# Classes test code builds expected values with (`Counter('aab')`, `Fraction(6, 1)`): under these
+# names a test always gets the real class, whatever a program bound the name to.
+_VALUE_CLASS_MODULES = ("collections", "fractions", "decimal", "datetime")
+_GRACE = 0.5           # seconds the judge's own work on a test may run past the test's limit
+_HARD_GRACE = 0.5      # further CPU seconds before the judge's hard stop (see Judge._guarded)
+_FLUSH_EVERY = 0.05    # seconds between result frames to the pool
+_BATCH_ITEMS = 512     # call tests per batch request
+_BATCH_CHARS = 8 << 20
+_CODE_CACHE = 4096
+_PR_SET_DUMPABLE = 4
 
 
-def _failing_line(tb):
-    """For child-judged test code: the source line of the innermost test frame."""
-    lines = tb.splitlines()
-    for k in range(len(lines) - 1, -1, -1):
-        if lines[k].lstrip().startswith('File "<test>"') and k + 1 < len(lines):
-            line = lines[k + 1].strip()
-            return line if line.startswith("assert") else ""
-    return ""
+class JudgeTimeout(BaseException):
+    """The judge's own work on a test (test code on the program's values) ran out of time."""
 
 
-def _exception(info, assertion_fails):
-    info = info if isinstance(info, dict) else {}
-    etype = str(info.get("type", "Exception"))
-    msg = str(info.get("msg", ""))
-    text = f"{etype}: {msg}" if msg else etype
-    status = "failed" if assertion_fails and etype == "AssertionError" else "error"
-    return TestResult(status, text, traceback=str(info.get("tb", "")))
+def _alarm(signum, frame):
+    raise JudgeTimeout()
 
 
-def _holes(vals):
-    """index -> ('v', value) | ('e', info) | ('u', message) from the child's list."""
-    out = {}
-    if not isinstance(vals, list):
-        return out
-    for i, item in enumerate(vals):
-        if not isinstance(item, dict):
-            continue
-        if "v" in item:
-            try:
-                out[i] = ("v", values.decode(item["v"]))
-            except values.TooLarge as e:
-                out[i] = ("u", str(e))
-            except ValueError as e:
-                out[i] = ("u", str(e))
-        elif "e" in item:
-            out[i] = ("e", item["e"])
-        elif "u" in item:
-            out[i] = ("u", str(item["u"]))
-    return out
+# -- results ----------------------------------------------------------------------------------
+
+def result(status, message="", actual=None, traceback_text="", duration=0.0, test=""):
+    return {"status": status, "message": message, "actual": actual, "traceback": traceback_text,
+            "duration": duration, "test": test}
 
 
-def _unsupported(message):
-    return TestResult("failed", f"Actual output is not a plain value: {message}")
-
-
-def _judge_exprs(plan, vals):
-    actual = None
-    for check in plan.checks:
-        holes = {k: vals.get(check.offset + k, ("e", None)) for k in range(len(check.split.holes))}
-        main = holes.get(check.split.main_hole) if check.split.main_hole is not None else None
-        actual = main[1] if main and main[0] == "v" else None
-        try:
-            ok = bool(safe_eval.evaluate(check.split.template, holes))
-        except (values.TooLarge, OverflowError, MemoryError) as e:
-            # over the caps, or too large for a float: a failed test, never a stall or a crash
-            return TestResult("failed", _too_large(e), actual=actual, test=check.text)
-        except safe_eval.HoleError as e:
-            kind, payload = e.info
-            if kind == "u":
-                return _unsupported(payload)
-            if payload is None:
-                return TestResult("error", "the test was not evaluated")
-            return _exception(payload, assertion_fails=False)
-        except Exception as e:  # the comparison itself raised, as it would have in Python
-            return TestResult("error", f"{type(e).__name__}: {e}", actual=actual)
-        if not ok:
-            return TestResult("failed", f"Actual output: {_short(actual)}", actual=actual,
-                              test=check.text)
-    return TestResult("passed", actual=actual)
-
-
-def _judge_call(plan, vals):
-    kind, payload = vals.get(0, ("e", None))
-    if kind == "u":
-        return _unsupported(payload)
-    if kind == "e":
-        if payload is None:
-            return TestResult("error", "the call was not evaluated")
-        return _exception(payload, assertion_fails=False)
-    if plan.expected is NO_EXPECTED:
-        return TestResult("passed", actual=payload)
-    try:
-        ok = evalplus_equal(payload, plan.expected, plan.test.atol)
-    except (values.TooLarge, OverflowError, MemoryError, RecursionError) as e:
-        return TestResult("failed", _too_large(e), actual=payload)
-    if ok:
-        return TestResult("passed", actual=payload)
-    return TestResult("failed", f"Actual output: {_short(payload)}", actual=payload)
-
-
-def _judge_stdio(plan, raw):
-    out = raw.get("out")
-    if not isinstance(out, str):
-        return TestResult("error", "no output was reported")
-    if raw.get("exit") != 0:
-        err = str(raw.get("err") or "")
-        last = err.strip().splitlines()[-1] if err.strip() else f"exit code {raw.get('exit')}"
-        return TestResult("error", last, actual=out, traceback=err)
-    if raw.get("trunc"):
-        return TestResult("failed", "Output limit exceeded", actual=out)
-    if stdio_equal(out, plan.test.expected_stdout, plan.test.float_tol):
-        return TestResult("passed", actual=out)
-    return TestResult("failed", f"Actual output: {_short(out)}", actual=out)
-
-
-def _short(value, limit=300):
+def short(value, limit=300):
     if type(value) is int and value.bit_length() > 10_000:  # str() of it would be refused
         return f"<int of {value.bit_length():,} bits>"
-    return lowering.short_repr(value, limit)
+    if type(value) is Remote:
+        return f"<{value._type} object>"
+    try:
+        text = repr(value)
+    except BaseException:
+        text = "<unprintable>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _remote_error(info):
+    etype, msg = str(info.get("type", "Exception")), str(info.get("msg", ""))
+    return result("error", f"{etype}: {msg}" if msg else etype, traceback_text=str(info.get("tb", "")))
+
+
+def _timeout(which, limits):
+    if which == "load":
+        return result("timeout", f"Timed out after {limits.load_timeout:g} s while loading "
+                                 "the program")
+    if which == "program":
+        return result("timeout", "Program time limit exceeded before this test ran")
+    return result("timeout", f"Timed out after {limits.per_test_timeout:g} s")
 
 
 def _too_large(e):
-    if isinstance(e, values.TooLarge):
-        return str(e)
     if isinstance(e, MemoryError):
         return "value too large: the judge ran out of memory comparing it"
+    if isinstance(e, values.TooLarge):
+        return str(e)
     return f"value too large: {type(e).__name__}: {e}"
 
 
-# -- EvalPlus semantics for call tests ----------------------------------------------------------
+# -- test code --------------------------------------------------------------------------------
 
-def _lists(x):
-    if isinstance(x, (list, tuple)):
-        return [_lists(e) for e in x]
-    if isinstance(x, dict):
-        return {k: _lists(v) for k, v in x.items()}
-    return x
+class Judge:
+    """Runs jobs against one worker. `worker_send`/`worker_reader`: the worker's channel."""
+
+    def __init__(self, worker_send, worker_reader):
+        self.worker_send = worker_send
+        self.worker_reader = worker_reader
+        self.rng = random.SystemRandom()
+        self.code_cache = collections.OrderedDict()
+
+    def compiled(self, source):
+        """Test code compiled once per distinct source; (code, None) or (None, why)."""
+        hit = self.code_cache.get(source)
+        if hit is None:
+            try:
+                hit = (compile(source, TEST_FILE, "exec"), None)
+            except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+                hit = (None, f"the test does not parse ({type(e).__name__}: {e})")
+            self.code_cache[source] = hit
+            if len(self.code_cache) > _CODE_CACHE:
+                self.code_cache.popitem(last=False)
+        else:
+            self.code_cache.move_to_end(source)
+        return hit
+
+    def run_job(self, job, emit):
+        """Judge every test of `job` from index `start` on; `emit(i, result)` for each."""
+        limits = Limits.from_dict(job["limits"])
+        deadline = time.monotonic() + float(job["timeout"])
+        session = Session(self.worker_send, self.worker_reader, limits, deadline, self.rng)
+        tests = job["tests"]
+        todo = list(range(int(job.get("start", 0)), len(tests)))
+        stdio = any(t["kind"] == "stdio" for t in tests)
+        program = {"op": "job", "code": job["code"], "setup": job.get("setup", ""),
+                   "limits": job["limits"], "timeout": job["timeout"], "stdio": stdio}
+        try:
+            [load] = list(session.exchange(program, budget=limits.load_timeout)) or [
+                {"crash": "the worker did not answer"}]
+            if stdio:
+                for i in todo:
+                    emit(i, self.stdio_test(tests[i], session, limits))
+                return
+            failure = self.load_failure(load, limits)
+            entries = {t.get("entry") for t in tests} - {None, ""}
+            ns = None if failure else self.namespace(load, session, job.get("setup", ""), limits,
+                                                     entries)
+            if isinstance(ns, dict):
+                self.run_tests(tests, todo, ns, session, limits, emit)
+                return
+            for i in todo:
+                emit(i, dict(failure or ns))
+        except WorkerLost:
+            raise
+        finally:
+            if not session.lost:
+                runs = list(session.exchange({"op": "end"}, budget=5.0))
+                job["runs"] = runs[0].get("runs", 0) if runs else 0
+
+    @staticmethod
+    def load_failure(load, limits):
+        if "timeout" in load:
+            return _timeout(load["timeout"], limits)
+        if "crash" in load:
+            return result("error", str(load["crash"]))
+        if "e" in load:
+            return _remote_error(load["e"] if isinstance(load["e"], dict) else {})
+        if not isinstance(load.get("names"), dict):
+            return result("error", "the program's load report is malformed")
+        return None
+
+    def namespace(self, load, session, setup, limits, entries=()):
+        """Test code's globals: the program's names as proxies, then the setup code (a failure
+        result if setup fails). Never the program's (unless it is a function under test, in
+        `entries`): the builtins (`sum` in a test is Python's sum, whatever the program
+        defined), the value classes of `_VALUE_CLASS_MODULES` by name, and the modules and
+        stdlib objects it imported, when the judge trusts their module (the judge's own copies;
+        small plain values are copied too)."""
+        ns = {"__name__": "__main__", "__builtins__": builtins}
+        value_classes = _value_classes()
+        for name, desc in load["names"].items():
+            if type(name) is not str or type(desc) is not list or not desc:
+                continue
+            if name not in entries and (hasattr(builtins, name) or name in value_classes):
+                if name in value_classes:
+                    ns[name] = value_classes[name]
+                continue
+            if desc[0] in ("m", "s") and len(desc) == 2 and desc[1] in TRUSTED_MODULES:
+                try:
+                    module = importlib.import_module(desc[1])
+                    ns[name] = module if desc[0] == "m" else getattr(module, name)
+                    continue
+                except (ImportError, AttributeError):
+                    pass
+            elif desc[0] == "v" and len(desc) == 2:
+                try:
+                    ns[name] = values.decode(desc[1])
+                    continue
+                except ValueError:
+                    pass
+            ns[name] = Remote.global_name(session, name)
+        if setup:
+            code, why = self.compiled(setup)
+            if code is None:
+                return result("error", f"invalid test setup: {why}")
+            session.begin_test()
+            outcome = self._guarded(lambda: exec(code, ns), session, limits, "")
+            if outcome is not None:
+                outcome["message"] = f"the test setup failed: {outcome['message']}"
+                return outcome
+        return ns
+
+    def run_tests(self, tests, todo, ns, session, limits, emit):
+        k = 0
+        while k < len(todo):
+            test = tests[todo[k]]
+            if test["kind"] == "call":  # a run of call tests of one function: one batch
+                j = k
+                while j < len(todo) and tests[todo[j]]["kind"] == "call" and \
+                        tests[todo[j]]["fn"] == test["fn"]:
+                    j += 1
+                self.call_tests(tests, todo[k:j], session, limits, emit)
+                k = j
+                continue
+            emit(todo[k], self.code_test(test, ns, session, limits))
+            k += 1
+
+    def code_test(self, test, ns, session, limits):
+        """An assertion, or a check(candidate) function, run here on the program's proxies."""
+        code, why = self.compiled(test["source"])
+        if code is None:
+            return result("error", f"invalid test: {why}")
+        linecache.cache[TEST_FILE] = (len(test["source"]), None,
+                                      test["source"].splitlines(True), TEST_FILE)
+        session.begin_test()
+        t0 = time.monotonic()
+
+        def body():
+            exec(code, ns)
+            if test["kind"] == "check":
+                check = ns.get("check")
+                if not callable(check):
+                    raise _InvalidTest("the test code defines no check(candidate)")
+                entry = test["entry"]
+                check(ns[entry] if type(ns.get(entry)) is Remote else Remote.global_name(session, entry))
+
+        rename = _check_param(code, test["entry"]) if test["kind"] == "check" else ""
+        outcome = self._guarded(body, session, limits, rename)
+        if outcome is None:
+            last = session.last
+            outcome = result("passed", actual=last if last is not NOTHING and session.is_plain(last)
+                             else None)
+        outcome["duration"] = time.monotonic() - t0
+        return outcome
+
+    def _guarded(self, body, session, limits, rename):
+        """Run test code under the test's deadline; None if it finished, else its result."""
+        try:
+            left = max(0.001, session.test_deadline + _GRACE - time.monotonic())
+            # Python-level overruns raise JudgeTimeout; one stuck inside a single C operation
+            # (2 ** f(x) on a big int) never reaches a handler, so CPU time past that kills
+            # this process outright (SIGPROF's default action) and the pool fails the test.
+            signal.setitimer(signal.ITIMER_PROF, left + _HARD_GRACE)
+            signal.setitimer(signal.ITIMER_REAL, left)
+            try:
+                body()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.setitimer(signal.ITIMER_PROF, 0)
+        except JudgeTimeout as e:
+            return result("failed", "judging the test took longer than its time limit (a value "
+                                    "from the program too large to compare?)",
+                          test=_test_line(e, rename))
+        except WorkerLost:
+            raise
+        except ProgramTimeout as e:
+            return dict(_timeout(e.which, limits), test=_test_line(e, rename))
+        except ProgramCrashed as e:
+            return result("error", str(e), test=_test_line(e, rename))
+        except ValueNotSent as e:
+            return result("failed", str(e), test=_test_line(e, rename))
+        except _InvalidTest as e:
+            return result("error", f"invalid test: {e}")
+        except BaseException as e:
+            remote = getattr(e, "_remote", None)
+            line = _test_line(e, rename)
+            if remote is not None:  # raised by the program
+                return dict(_remote_error(remote), test=line)
+            if isinstance(e, AssertionError):
+                if session.last is NOTHING:
+                    return result("failed", _exception_text(e), test=line)
+                last = session.last
+                return result("failed", f"Actual output: {session.describe(last)}",
+                              actual=last if session.is_plain(last) else None, test=line)
+            if isinstance(e, (OverflowError, MemoryError, RecursionError)):
+                return result("failed", _too_large(e), test=line)
+            return result("error", _exception_text(e), traceback_text=_test_traceback(e), test=line)
+        return None
+
+    def call_tests(self, tests, indices, session, limits, emit):
+        """EvalPlus-style tests fn(*args) == expected, sent as batches; compared here."""
+        pending = list(indices)
+        while pending:
+            batch, chars = [], 0
+            for i in pending:
+                size = len(json.dumps(tests[i]["args"]))
+                if batch and (len(batch) >= _BATCH_ITEMS or chars + size > _BATCH_CHARS):
+                    break
+                batch.append(i)
+                chars += size
+            if time.monotonic() >= session.deadline:
+                for i in pending:
+                    emit(i, _timeout("program", limits))
+                return
+            answered = 0
+            for k, frame in session.calls(tests[batch[0]]["fn"], [tests[i]["args"] for i in batch],
+                                          limits.per_test_timeout):
+                if k != answered:
+                    break
+                emit(batch[k], self.call_verdict(tests[batch[k]], frame, session, limits))
+                answered += 1
+                if "timeout" in frame or "crash" in frame:
+                    break
+            if answered == 0:  # no answer at all: the worker failed this batch's first test
+                emit(batch[0], result("error", "the program gave no answer"))
+                answered = 1
+            pending = pending[answered:]
+
+    @staticmethod
+    def call_verdict(test, frame, session, limits):
+        dt = float(frame.get("dt") or 0.0)
+        try:
+            actual = session.result(frame)
+        except ProgramTimeout as e:
+            return dict(_timeout(e.which, limits), duration=dt)
+        except ProgramCrashed as e:
+            return result("error", str(e), duration=dt)
+        except ValueNotSent as e:
+            return result("failed", f"Actual output is not a plain value: {e}", duration=dt)
+        except Exception as e:
+            return dict(_remote_error(getattr(e, "_remote", {})), duration=dt)
+        raw = frame["v"]
+        if not session.is_plain(raw):
+            return result("failed", f"Actual output is not a plain value: {short(actual)}",
+                          duration=dt)
+        if "expected" not in test:
+            return result("passed", actual=raw, duration=dt)
+        try:
+            ok = compare.evalplus_equal(actual, test["expected_value"], test.get("atol", 0.0))
+        except (OverflowError, MemoryError, RecursionError) as e:
+            return result("failed", _too_large(e), actual=raw, duration=dt)
+        if ok:
+            return result("passed", actual=raw, duration=dt)
+        return result("failed", f"Actual output: {short(actual)}", actual=raw, duration=dt)
+
+    @staticmethod
+    def stdio_test(test, session, limits):
+        if time.monotonic() >= session.deadline:
+            return _timeout("program", limits)
+        [res] = list(session.exchange({"op": "stdio", "stdin": test["stdin"]},
+                                      budget=limits.per_test_timeout)) or [{"crash": "no answer"}]
+        dt = float(res.get("dt") or 0.0)
+        if "timeout" in res:
+            return dict(_timeout(res["timeout"], limits), duration=dt)
+        if "crash" in res:
+            return result("error", str(res["crash"]), duration=dt)
+        if "e" in res:
+            return _remote_error(res["e"] if isinstance(res["e"], dict) else {})
+        out = res.get("out")
+        if not isinstance(out, str):
+            return result("error", "no output was reported", duration=dt)
+        if res.get("exit") != 0:
+            err = str(res.get("err") or "")
+            last = err.strip().splitlines()[-1] if err.strip() else f"exit code {res.get('exit')}"
+            return result("error", last, actual=out, traceback_text=err, duration=dt)
+        if res.get("trunc"):
+            return result("failed", "Output limit exceeded", actual=out, duration=dt)
+        if compare.stdio_equal(out, test["expected_stdout"], test.get("float_tol", 1e-6)):
+            return result("passed", actual=out, duration=dt)
+        return result("failed", f"Actual output: {short(out)}", actual=out, duration=dt)
 
 
-def is_floats(x):
-    """A float, or a non-empty list/tuple whose leaves are all floats."""
-    if type(x) is float:
-        return True
-    if isinstance(x, (list, tuple)) and x:
-        return all(is_floats(e) for e in x)
-    return False
+_value_classes_cache = {}
 
 
-def evalplus_equal(actual, expected, atol=0.0):
-    """Exact equality after tuples become lists; floats: |a-e| <= atol + 1e-7 |e|."""
-    a, e = _lists(actual), _lists(expected)
+def _value_classes():
+    if not _value_classes_cache:
+        for modname in reversed(_VALUE_CLASS_MODULES):  # the first module listed wins
+            module = importlib.import_module(modname)
+            _value_classes_cache.update({name: obj for name, obj in vars(module).items()
+                                         if isinstance(obj, type) and not name.startswith("_")})
+    return _value_classes_cache
+
+
+class _InvalidTest(Exception):
+    pass
+
+
+def _exception_text(e):
     try:
-        if a == e:
-            return True
-    except Exception:
-        return False
-    if not is_floats(expected):
-        return False
-    return _close(a, e, atol or 1e-6)
+        msg = str(e)
+    except BaseException:
+        msg = ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
-def _close(a, e, atol):
-    if isinstance(e, list):
-        return isinstance(a, list) and len(a) == len(e) and all(_close(x, y, atol) for x, y in zip(a, e))
-    if type(a) not in (int, float) or type(e) not in (int, float):
-        return False
-    try:  # an int too large for a float is not close to any float
-        a, e = float(a), float(e)
-    except OverflowError:
-        return False
-    if math.isnan(e) or math.isnan(a):
-        return False
-    if math.isinf(e) or math.isinf(a):
-        return a == e
-    return abs(a - e) <= atol + 1e-7 * abs(e)
+def _test_frames(e):
+    if e is None:
+        return []
+    try:
+        return [f for f in traceback.extract_tb(e.__traceback__) if f.filename == TEST_FILE]
+    except BaseException:
+        return []
 
 
-# -- stdio semantics --------------------------------------------------------------------------
-
-def _lines(text):
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
+def _test_traceback(e):
+    return "".join(traceback.format_list(_test_frames(e)[-4:]))
 
 
-def stdio_equal(actual, expected, float_tol=1e-6):
-    """Line-wise equality (trailing whitespace and blank lines ignored); tokens that are floats
-    in the expected output may differ by `float_tol` (absolute, or relative for large values)."""
-    got, want = _lines(actual), _lines(expected)
-    if len(got) != len(want):
-        return False
-    return all(g == w or _line_close(g, w, float_tol) for g, w in zip(got, want))
+def _check_param(code, entry):
+    """"param=entry" for the parameter of the check function `code` defines (its asserts are
+    shown with the function's own name), or ""."""
+    for const in code.co_consts:
+        if hasattr(const, "co_varnames") and const.co_name == "check" and const.co_argcount:
+            return f"{const.co_varnames[0]}={entry}"
+    return ""
 
 
-def _line_close(got, want, tol):
-    g_parts, w_parts = _SPLIT_WS.split(got), _SPLIT_WS.split(want)
-    if len(g_parts) != len(w_parts):
-        return False
-    for k, (g, w) in enumerate(zip(g_parts, w_parts)):
-        if g == w:
-            continue
-        if k % 2 == 1 or not _is_float_token(w) or not _FLOAT_TOKEN.match(g):
-            return False  # separators must match exactly; only float tokens get tolerance
-        gv, wv = float(g), float(w)
-        if math.isnan(gv) or math.isnan(wv) or math.isinf(gv) or math.isinf(wv):
-            if not (gv == wv):
-                return False
-        elif abs(gv - wv) > tol * max(1.0, abs(wv)):
-            return False
-    return True
+def _test_line(e, rename):
+    """The innermost assert line of the test code where `e` happened (check's parameter shown
+    as the function's name), or "" when it was not an assert."""
+    frames = _test_frames(e)
+    if not frames:
+        return ""
+    line = (frames[-1].line or "").strip()
+    if not line.startswith("assert"):
+        return ""
+    if rename:
+        old, new = rename.split("=", 1)
+        line = re.sub(rf"\b{re.escape(old)}\b", new, line)
+    return line
 
 
-def _is_float_token(tok):
-    return bool(_FLOAT_TOKEN.match(tok)) and any(c in tok for c in ".eEnN")
+# -- process ----------------------------------------------------------------------------------
+
+def _harden(memory_mb):
+    """Not dumpable (no ptrace, no /proc/<pid>/mem or environ for anyone else of our uid) and
+    a memory cap of its own."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if memory_mb:
+        limit = int(memory_mb) << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def main():
+    ctrl_in, ctrl_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    reader = protocol.FrameReader(ctrl_in)
+
+    def send(obj):
+        protocol.write_all(ctrl_out, protocol.encode_frame(obj))
+
+    config = reader.read()
+    _harden(config.get("memory_mb"))
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the hard stop: see Judge._guarded
+    worker = subprocess.Popen(config["worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env=config.get("env"), close_fds=True)
+    worker_reader = protocol.FrameReader(worker.stdout.fileno(),
+                                         max_frame=int(config.get("max_frame", protocol.MAX_FRAME)))
+
+    def worker_send(obj):
+        protocol.write_all(worker.stdin.fileno(), protocol.encode_frame(obj))
+
+    try:
+        hello = worker_reader.read(time.monotonic() + float(config.get("start_timeout", 60)))
+    except (protocol.ChannelError, protocol.Timeout) as e:
+        print(f"executors: the sandbox worker did not start ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        worker.kill()
+        return 1
+    send({"ready": True, "worker": hello, "worker_pid": worker.pid})
+    judge = Judge(worker_send, worker_reader)
+    try:
+        while True:
+            try:
+                job = reader.read()
+            except protocol.ChannelError:
+                return 0
+            _decode_expected(job)
+            buffer, last = [], [time.monotonic()]
+
+            def emit(i, res):
+                buffer.append([i, res])
+                if time.monotonic() - last[0] >= _FLUSH_EVERY:
+                    send({"t": "res", "r": buffer[:]})
+                    buffer.clear()
+                    last[0] = time.monotonic()
+
+            try:
+                judge.run_job(job, emit)
+            except WorkerLost as e:
+                print(f"executors: lost the sandbox worker: {e}", file=sys.stderr)
+                return 3
+            if buffer:
+                send({"t": "res", "r": buffer})
+            send({"t": "done", "id": job["id"], "runs": job.get("runs", 0)})
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def _decode_expected(job):
+    """Expected values arrive encoded (they may be any plain value): decode them once here."""
+    for test in job["tests"]:
+        if "expected" in test:
+            test["expected_value"] = values.decode(test["expected"], max_nodes=1 << 62,
+                                                   max_chars=1 << 62, max_int_bits=None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

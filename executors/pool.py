@@ -1,10 +1,10 @@
-"""ExecutionPool: the trainer-side API. Pre-started workers, futures, caching, judging.
+"""ExecutionPool: the trainer-side API. Pre-started slots, futures, caching.
 
-Each worker is a fresh `python -m executors.worker` process (inside bubblewrap when available,
-in a cgroup of its own where the host allows: see `executors.cgroups`) served by one thread
-here. Programs are planned (tests split into what the child computes and what the parent
-judges) in the caller's thread, queued, run by whichever worker is free, and judged here on
-plain values.
+Each slot is a judge process (`executors.judge`: runs the tests, decides every verdict) and the
+sandboxed worker it starts (`executors.worker`: inside bubblewrap when available, in a cgroup of
+its own where the host allows, see `executors.cgroups`), served by one thread here. This process
+only queues programs, watches the judge's deadlines and collects verdicts: it never compares a
+program's values and never runs test code.
 """
 import concurrent.futures
 import copy
@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,14 +22,15 @@ import time
 from executors import cache as cache_mod
 from executors import cgroups as cgroups_mod
 from executors import feedback as feedback_mod
-from executors import judge, lowering, protocol
+from executors import protocol, values
 from executors import sandbox as sandbox_mod
 from executors.limits import Limits
-from executors.testcase import ExecutionResult, Program, TestCase
+from executors.testcase import ExecutionResult, Program, TestCase, TestResult
 
 log = logging.getLogger(__name__)
 _STOP = object()
-_REPLY_SLACK = 10.0  # seconds beyond a program's deadline before the worker is presumed hung
+_JUDGE_SLACK = 5.0   # seconds beyond a test's limits before the judge is presumed stuck
+_JUDGE_MB = 4096     # the judge's own address-space cap
 _SLOT_NUMBERS = itertools.count()  # across pools: each slot's sandbox uid is its own
 
 
@@ -132,6 +134,10 @@ class ExecutionPool:
 
     def worker_pids(self):
         """PIDs of the live worker processes (diagnostics; under bwrap, its outer process)."""
+        return [s.worker_pid for s in self._slots if s.proc is not None and s.worker_pid]
+
+    def judge_pids(self):
+        """PIDs of the live judge processes (each the parent of its slot's worker)."""
         return [s.proc.pid for s in self._slots if s.proc is not None]
 
     def worker_cgroups(self):
@@ -173,23 +179,29 @@ class ExecutionPool:
         timeout = float(program.timeout) if program.timeout else self.limits.program_timeout
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        shadowed = lowering.defined_names((program.setup_code, program.code), program.tests)
-        plans = [lowering.plan(t, shadowed) for t in program.tests]
+        specs = [_test_spec(t) for t in program.tests]
         try:
             key = cache_mod.cache_key(program, self.limits, timeout, self.sandbox)
         except (TypeError, ValueError, RecursionError):
             key = None
-        return {"program": program, "plans": plans, "timeout": timeout, "key": key,
+        return {"program": program, "specs": specs, "timeout": timeout, "key": key,
                 "t0": time.monotonic()}
 
-    def _finish(self, job, fut, reply=None, error=""):
-        program, plans = job["program"], job["plans"]
+    def _finish(self, job, fut, results=None, error=""):
+        """Resolve `fut`: `results` maps the index of each test the judge ran (among the valid
+        ones, in order) to its result dict."""
+        program, specs = job["program"], job["specs"]
         if error:
             result = _error_result(program.id, error, self.sandbox)
         else:
-            raw = iter(reply["tests"])
-            tests = [judge.judge(p, next(raw) if p.spec is not None else None, self.limits)
-                     for p in plans]
+            tests, k = [], 0
+            for test, (spec, invalid) in zip(program.tests, specs):
+                if spec is None:
+                    tests.append(TestResult("error", f"invalid test: {invalid}",
+                                            test=feedback_mod.test_text(test)))
+                    continue
+                tests.append(_test_result(results.get(k), test))
+                k += 1
             n_passed = sum(t.status == "passed" for t in tests)
             result = ExecutionResult(
                 id=program.id, passed=n_passed == len(tests), tests=tests,
@@ -215,11 +227,48 @@ class ExecutionPool:
         result.id, result.cached = job["program"].id, True
         fut.set_result(result)
 
-    def _job_message(self, job, seq):
+    def _job_message(self, job, seq, start, timeout):
         program = job["program"]
         return {"id": seq, "code": program.code, "setup": program.setup_code,
-                "tests": [p.spec for p in job["plans"] if p.spec is not None],
-                "limits": self.limits.to_dict(), "timeout": job["timeout"]}
+                "tests": [spec for spec, _ in job["specs"] if spec is not None],
+                "limits": self.limits.to_dict(), "timeout": timeout, "start": start}
+
+
+def _test_spec(test):
+    """(what the judge needs to run `test`, None), or (None, why the test is invalid)."""
+    if test.kind == "assertion":
+        return {"kind": "assertion", "source": test.source, "entry": test.entry_point}, None
+    if test.kind == "check":
+        return {"kind": "check", "source": test.source, "entry": test.entry_point}, None
+    if test.kind == "stdio":
+        return {"kind": "stdio", "stdin": test.stdin, "expected_stdout": test.expected_stdout,
+                "float_tol": test.float_tol}, None
+    try:
+        spec = {"kind": "call", "fn": test.entry_point, "args": values.encode(list(test.args)),
+                "atol": test.atol}
+    except (values.UnsupportedValue, RecursionError) as e:
+        return None, f"the arguments are not plain values ({e})"
+    if test.expected is not TestCase.NO_EXPECTED:
+        try:
+            spec["expected"] = values.encode(test.expected)
+        except (values.UnsupportedValue, RecursionError) as e:
+            return None, f"the expected value is not a plain value ({e})"
+    return spec, None
+
+
+def _test_result(res, test):
+    """A TestResult from the judge's result dict (None: the judge never reached the test)."""
+    if not isinstance(res, dict):
+        return TestResult("timeout", "Program time limit exceeded before this test ran",
+                          test=feedback_mod.test_text(test))
+    try:
+        actual = values.decode(res.get("actual"))
+    except ValueError:
+        actual = None
+    return TestResult(status=str(res.get("status", "error")), message=str(res.get("message", "")),
+                      actual=actual, traceback=str(res.get("traceback", "")),
+                      duration=float(res.get("duration") or 0.0),
+                      test=str(res.get("test") or "") or feedback_mod.test_text(test))
 
 
 class _WorkerSlot:
@@ -234,6 +283,7 @@ class _WorkerSlot:
         self.jobs_done = 0
         self.stderr = None
         self.cgroup = None
+        self.worker_pid = None
         self.ready = threading.Event()
 
     def serve(self):
@@ -262,83 +312,118 @@ class _WorkerSlot:
             self._stop()
 
     def _run(self, job, fut):
-        if all(p.spec is None for p in job["plans"]):
-            self.pool._finish(job, fut, reply={"tests": []})
-            return
-        for attempt in range(2):
+        pool = self.pool
+        n = sum(spec is not None for spec, _ in job["specs"])
+        results = {}
+        deadline = time.monotonic() + job["timeout"]
+        deaths = 0
+        while len(results) < n:
+            start = min(k for k in range(n) if k not in results)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break  # the rest: "time limit exceeded before this test ran"
             if self.proc is None:
                 err = self._start()
                 if err:
-                    self.pool._finish(job, fut, error=f"worker failed to start: {err}")
+                    pool._finish(job, fut, error=f"worker failed to start: {err}")
                     return
-            seq = next(self.pool._ids)
             try:
-                protocol.write_all(self.proc.stdin.fileno(),
-                                   protocol.encode_frame(self.pool._job_message(job, seq)))
-            except OSError:
-                self._stop()  # it died between programs: the job never started, so retry
-                continue
-            deadline = time.monotonic() + job["timeout"] + self.pool.limits.per_test_timeout + _REPLY_SLACK
-            try:
-                reply = self.reader.read(deadline)
-                if reply.get("id") != seq or len(reply.get("tests", ())) != sum(
-                        p.spec is not None for p in job["plans"]):
-                    raise protocol.ChannelError("mismatched reply")
+                protocol.write_all(self.proc.stdin.fileno(), protocol.encode_frame(
+                    pool._job_message(job, next(pool._ids), start, left)))
+                done = self._collect(results, deadline)
             except protocol.FrameTooLarge as e:
-                # The worker is fine; the program's results are too large to report. Running it
-                # again would give the same, so this is the program's error result. (The reply
-                # is left unread mid-stream: this worker is replaced; closing our end first
-                # lets it fail its write at once instead of blocking until killed.)
+                # The program's results are too large to report; running it again would give
+                # the same. (The stream is left mid-frame: this slot is replaced.)
                 self.proc.stdout.close()
                 self._stop()
-                self.pool._finish(job, fut, error=f"the program's results are too large to report: "
-                                                  f"a reply of {e.size:,} bytes (cap {e.limit:,})")
+                pool._finish(job, fut, error=f"the program's results are too large to report: "
+                                             f"a reply of {e.size:,} bytes (cap {e.limit:,})")
                 return
-            except (protocol.ChannelError, protocol.Timeout) as e:
-                # Programs cannot reach the worker, so its death is not the program's doing
-                # (killed from outside, out of memory): try once more on a fresh worker.
+            except (protocol.ChannelError, OSError) as e:
+                if self._judge_stopped_itself():
+                    self._fail_stuck(results, n)  # its hard stop: see judge.Judge._guarded
+                    continue
+                # The judge or its worker died. Programs cannot reach either, so this is not
+                # the program's doing (killed from outside, out of memory): resume once.
                 why = self._stderr_tail() or f"{type(e).__name__}: {e}"
                 self._stop()
-                if attempt == 0 and isinstance(e, protocol.ChannelError):
-                    log.warning("executors: worker %d died (%s); retrying", self.index, why)
-                    continue
-                self.pool._finish(job, fut, error=f"the sandbox worker failed: {why}")
-                return
-            self.jobs_done += 1
-            if self.jobs_done >= self.pool.max_jobs_per_worker:
-                self._stop()
-            self.pool._finish(job, fut, reply=reply)
-            return
-        self.pool._finish(job, fut, error="the sandbox worker keeps dying")
+                deaths += 1
+                if deaths > 1:
+                    pool._finish(job, fut, error=f"the sandbox worker failed: {why}")
+                    return
+                log.warning("executors: slot %d died (%s); resuming", self.index, why)
+                continue
+            if done:
+                break
+            self._fail_stuck(results, n)
+        self.jobs_done += 1
+        if self.jobs_done >= pool.max_jobs_per_worker:
+            self._stop()
+        pool._finish(job, fut, results=results)
+
+    def _judge_stopped_itself(self):
+        try:
+            return self.proc.wait(timeout=2) == -signal.SIGPROF
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _fail_stuck(self, results, n):
+        """The judge overran on the first test without a result: that test fails, the slot is
+        replaced, and the rest go on."""
+        stuck = min(k for k in range(n) if k not in results)
+        results[stuck] = {"status": "failed", "message": (
+            "judging the test took longer than its time limit (a value from the program too "
+            "large to compare?)")}
+        self._stop()
+
+    def _collect(self, results, deadline):
+        """Read the judge's result frames into `results`; True once it reports "done", False if
+        it falls silent past what a test may take (it is then presumed stuck)."""
+        lim = self.pool.limits
+        patience = lim.per_test_timeout + lim.load_timeout + _JUDGE_SLACK
+        while True:
+            try:
+                frame = self.reader.read(min(time.monotonic() + patience, deadline + _JUDGE_SLACK))
+            except protocol.Timeout:
+                return False
+            if frame.get("t") == "done":
+                return True
+            for i, res in frame.get("r", ()):
+                results[int(i)] = res
 
     def _start(self):
+        """Start the judge, which starts the sandboxed worker (the command built here)."""
         pool = self.pool
+        uid = sandbox_mod.worker_uid(self.number)
         if pool.sandbox == "bwrap":
-            uid = sandbox_mod.worker_uid(self.number)
-            cmd = sandbox_mod.bwrap_command(pool.python, pool.tmp_mb, uid)
-            env = None
+            cmd, env = sandbox_mod.bwrap_command(pool.python, pool.tmp_mb, uid), None
         else:
-            cmd, env = sandbox_mod.plain_command(pool.python), sandbox_mod.plain_env()
+            cmd, env = sandbox_mod.plain_command(pool.python, uid), sandbox_mod.plain_env()
         self.stderr = tempfile.TemporaryFile()
         try:
             if pool._cgroups is not None:  # joined before it runs: see cgroups.Sandbox.wrap
                 self.cgroup = pool._cgroups.create(self.index)
                 cmd = self.cgroup.wrap(cmd)
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self.stderr, env=env, close_fds=True,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(sandbox_mod.judge_command(pool.python),
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self.stderr, env=sandbox_mod.judge_env(),
+                                         close_fds=True, start_new_session=True)
         except OSError as e:
             self._stop()
             return str(e)
         self.reader = protocol.FrameReader(self.proc.stdout.fileno(), max_frame=pool.max_reply_bytes)
         try:
+            protocol.write_all(self.proc.stdin.fileno(), protocol.encode_frame({
+                "worker": cmd, "env": env, "memory_mb": _JUDGE_MB,
+                "start_timeout": pool.start_timeout, "max_frame": protocol.MAX_FRAME}))
             hello = self.reader.read(time.monotonic() + pool.start_timeout)
             if not hello.get("ready"):
                 raise protocol.ChannelError("no hello")
-        except (protocol.ChannelError, protocol.Timeout) as e:
+        except (protocol.ChannelError, protocol.Timeout, OSError) as e:
             why = self._stderr_tail() or type(e).__name__
             self._stop()
             return why
+        self.worker_pid = hello.get("worker_pid")
         self.jobs_done = 0
         return ""
 

@@ -102,8 +102,19 @@ def bwrap_command(python, tmp_mb, uid=65534):
     return argv
 
 
-def plain_command(python):
-    return [python, "-s", "-m", "executors.worker", "--mode", "none"]
+def plain_command(python, uid=65534):
+    """argv of a worker without namespaces (`uid`: what it drops to when started as root)."""
+    return [python, "-s", "-m", "executors.worker", "--mode", "none", "--uid", str(uid)]
+
+
+def judge_command(python):
+    return [python, "-s", "-m", "executors.judge"]
+
+
+def judge_env():
+    """The judge's environment: none of the caller's (no secrets to leak), single-threaded
+    numeric libraries (its address space is capped)."""
+    return dict(plain_env(), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 def plain_env():

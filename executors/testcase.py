@@ -47,9 +47,12 @@ class TestCase:
             raise ValueError(f"TestCase.kind must be one of {KINDS}, got {self.kind!r}")
 
     @classmethod
-    def assertion(cls, source: str) -> "TestCase":
-        """An MBPP-style test: `assert f(1) == 2` (any assert statement(s))."""
-        return cls("assertion", source=_text(source, "source"))
+    def assertion(cls, source: str, entry_point: str = "") -> "TestCase":
+        """An MBPP-style test: `assert f(1) == 2` (any assert statement(s)). `entry_point`, the
+        function under test, may shadow a builtin (MBPP/126 tests its own `sum`); no other name
+        of the program can change what a builtin means to the test."""
+        return cls("assertion", source=_text(source, "source"),
+                   entry_point=_text(entry_point, "entry_point"))
 
     @classmethod
     def check(cls, test_code: str, entry_point: str) -> "TestCase":
@@ -93,7 +96,8 @@ class Program:
 
 @dataclasses.dataclass
 class TestResult:
-    """Verdict of one test. `actual` is a plain value (or None); judged_by says who compared."""
+    """Verdict of one test (always decided by the judge process). `actual` is a plain value
+    (or None)."""
 
     __test__ = False
 
@@ -102,7 +106,6 @@ class TestResult:
     actual: Any = None
     traceback: str = ""
     duration: float = 0.0
-    judged_by: str = "parent"  # parent | child
     test: str = ""             # the test as shown in feedback (for check(): the failing assert)
 
     def to_dict(self):
@@ -113,16 +116,14 @@ class TestResult:
         except (values.UnsupportedValue, RecursionError):
             actual = None
         return {"status": self.status, "message": self.message, "actual": actual,
-                "traceback": self.traceback, "duration": self.duration,
-                "judged_by": self.judged_by, "test": self.test}
+                "traceback": self.traceback, "duration": self.duration, "test": self.test}
 
     @classmethod
     def from_dict(cls, d):
         from executors import values
 
         return cls(status=d["status"], message=d["message"], actual=values.decode(d["actual"]),
-                   traceback=d["traceback"], duration=d["duration"], judged_by=d["judged_by"],
-                   test=d.get("test", ""))
+                   traceback=d["traceback"], duration=d["duration"], test=d.get("test", ""))
 
 
 @dataclasses.dataclass

@@ -2,8 +2,11 @@
 
 The child never pickles. It converts whatever the program returned into exact builtins
 (None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, nested) without
-calling the program's own methods, and the parent rebuilds exact builtins from JSON. So every
-comparison the parent makes runs on data whose `__eq__` nobody could have tampered with.
+calling the program's own methods, and the judge rebuilds exact builtins from JSON. So every
+comparison the judge makes on such data runs on values whose `__eq__` nobody could have tampered
+with. Anything else (an instance of the program's classes, a function, an iterator) crosses as a
+handle, {"h": ...}: the child keeps the object and the judge gets a remote proxy
+(`executors.remote`) that forwards what test code does with it.
 
 Stdlib only: this module is imported inside the sandbox.
 """
@@ -13,7 +16,6 @@ import json
 CONTAINERS = (list, tuple, dict, set, frozenset)
 SCALARS = (type(None), bool, int, float, complex, str, bytes)
 CLOSED = SCALARS + CONTAINERS
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: classes made at run time (by the program or stdlib .py)
 
 MAX_DEPTH = 100
 MAX_NODES = 1_000_000
@@ -42,13 +44,14 @@ def int_too_large(bits, cap=MAX_INT_BITS):
 class _Budget:
     """What is left of the caps while one value is encoded or decoded; `error` is what running
     out raises (UnsupportedValue when encoding, TooLarge when decoding)."""
-    __slots__ = ("nodes", "chars", "int_bits", "error")
+    __slots__ = ("nodes", "chars", "int_bits", "error", "handles")
 
     def __init__(self, nodes, chars, int_bits=MAX_INT_BITS, error=None):
         self.nodes = nodes
         self.chars = chars
         self.int_bits = int_bits
         self.error = error or UnsupportedValue
+        self.handles = None  # encode: obj -> handle payload; decode: payload -> obj
 
     def take(self, chars=0, nodes=1):
         self.nodes -= nodes
@@ -92,9 +95,12 @@ def _items(v, t):
 
 
 def encode(v, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS,
-           max_int_bits=MAX_INT_BITS):
-    """`v` as a JSON-able tagged structure; raises UnsupportedValue outside the closed set."""
-    return _enc(v, max_depth, _Budget(max_nodes, max_chars, max_int_bits))
+           max_int_bits=MAX_INT_BITS, handles=None):
+    """`v` as a JSON-able tagged structure. Outside the closed set: `handles(obj)` gives the
+    payload of an {"h": payload} tag, or (no `handles`) UnsupportedValue is raised."""
+    budget = _Budget(max_nodes, max_chars, max_int_bits)
+    budget.handles = handles
+    return _enc(v, max_depth, budget)
 
 
 def _enc(v, depth, budget):
@@ -141,34 +147,10 @@ def _enc(v, depth, budget):
         # numpy scalars and arrays: tolist() gives builtins (whatever it returns is re-checked)
         budget.take()
         return _enc(v.tolist(), depth - 1, budget)
-    if (not t.__flags__ & _HEAPTYPE or t.__flags__ & _IMMUTABLETYPE) and t.__module__ in _OPAQUE_MODULES:
-        # A stdlib C type (re.Match, a generator, ...): its truth comes from C slots the program
-        # cannot override, so `assert f(x)` can be judged; it equals nothing in the parent.
+    if budget.handles is not None:
         budget.take()
-        return {"o": [f"{t.__module__}.{t.__qualname__}", bool(v)]}
+        return {"h": budget.handles(v)}
     raise UnsupportedValue(f"unsupported type {t.__module__}.{t.__qualname__}")
-
-
-# C types whose instances may cross as Opaque (truth only): the interpreter's own and re's. Static
-# types and immutable heap types (re.Match) come from C; a class the program writes is neither.
-_IMMUTABLETYPE = 1 << 8
-_OPAQUE_MODULES = frozenset({"builtins", "re", "itertools", "collections", "_collections", "functools"})
-
-
-class Opaque:
-    """A value the sandbox could only describe by type name and truth (see `_enc`). It is equal
-    only to itself, so comparing it with an expected value fails, as the real object would."""
-
-    __slots__ = ("type_name", "truth")
-
-    def __init__(self, type_name: str, truth: bool):
-        self.type_name, self.truth = type_name, truth
-
-    def __bool__(self):
-        return self.truth
-
-    def __repr__(self):
-        return f"<{self.type_name} object>"
 
 
 def _numpy(t):
@@ -181,10 +163,12 @@ def dumps(v, **caps):
 
 
 def decode(obj, max_depth=MAX_DEPTH, max_nodes=MAX_NODES, max_chars=MAX_CHARS,
-           max_int_bits=MAX_INT_BITS):
+           max_int_bits=MAX_INT_BITS, handles=None):
     """Rebuild exact builtins from `encode`'s output; raises ValueError on anything malformed,
-    TooLarge (a ValueError) on a value over the caps (depth, nodes, characters, int bits)."""
+    TooLarge (a ValueError) on a value over the caps (depth, nodes, characters, int bits).
+    {"h": payload} tags become `handles(payload)` (without `handles`, they are malformed)."""
     budget = _Budget(max_nodes, max_chars, max_int_bits, TooLarge)
+    budget.handles = handles
     try:
         return _dec(obj, max_depth, budget)
     except TooLarge:
@@ -229,8 +213,8 @@ def _dec(o, depth, budget):
             v = int(x, 16)
             budget.check_int_bits(v.bit_length())
             return v
-        if tag == "o" and type(x) is list and len(x) == 2 and type(x[0]) is str and type(x[1]) is bool:
-            return Opaque(x[0][:200], x[1])
+        if tag == "h" and budget.handles is not None:
+            return budget.handles(x)
     raise ValueError(f"unexpected {t.__name__}")
 
 
@@ -253,67 +237,3 @@ def loads(text, max_depth=MAX_DEPTH, **caps):
     except (ValueError, RecursionError) as e:
         raise ValueError(f"malformed value: {e}") from None
     return decode(obj, max_depth, **caps)
-
-
-# Dunders a class may define and still be inert: none of them changes how its instances compare,
-# convert, iterate, or answer isinstance.
-_INERT_DUNDERS = frozenset({
-    "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__slots__",
-    "__annotations__", "__init__", "__new__", "__repr__", "__str__", "__format__", "__del__",
-    "__init_subclass__", "__set_name__", "__class_getitem__", "__getstate__", "__setstate__",
-    "__reduce__", "__reduce_ex__", "__getnewargs__", "__getnewargs_ex__", "__copy__",
-    "__deepcopy__", "__match_args__", "__firstlineno__", "__static_attributes__", "__orig_bases__",
-    "__parameters__", "__call__", "__enter__", "__exit__", "__abstractmethods__",
-})
-
-
-def _inert(t):
-    """A run-time class whose instances behave like plain objects in comparisons and builtins."""
-    if type(t) is not type:
-        return False  # a custom metaclass can answer isinstance() as it likes
-    for klass in t.__mro__:
-        if klass.__flags__ & _HEAPTYPE:
-            for name in vars(klass):
-                if name.startswith("__") and name.endswith("__") and name not in _INERT_DUNDERS:
-                    return False
-    return True
-
-
-def guard(v):
-    """Make a value safe to compare inside the child (for tests the child itself judges).
-
-    Builtin (static) types and inert run-time classes (e.g. random.Random, a plain record class)
-    pass through unchanged, so iterators, functions, modules and helper objects still work in
-    test code. A class that redefines behaviour (__eq__, __bool__, __len__, __sub__, ...) is
-    converted to exact builtins when it subclasses one (an int subclass with a forged __eq__
-    becomes a plain int) and rejected with TypeError otherwise (an object whose __eq__ always
-    says True). Containers are checked all the way down.
-    """
-    t = type(v)
-    if t in SCALARS:
-        return v
-    if t.__flags__ & _HEAPTYPE and not _inert(t):
-        if isinstance(v, CLOSED):
-            return decode(encode(v))
-        raise UnsupportedValue(
-            f"test values must be builtin types; got {t.__module__}.{t.__qualname__}")
-    if isinstance(v, CONTAINERS) and not _clean(v, MAX_DEPTH):
-        return decode(encode(v))
-    return v
-
-
-def _clean(v, depth):
-    """True if a container holds only builtin or inert values all the way down."""
-    if depth < 0:
-        return False
-    t = type(v)
-    if t in SCALARS:
-        return True
-    if t.__flags__ & _HEAPTYPE and not _inert(t):
-        return False
-    if isinstance(v, CONTAINERS):
-        items = _items(v, t)
-        if isinstance(v, dict):
-            return all(_clean(k, depth - 1) and _clean(x, depth - 1) for k, x in items)
-        return all(_clean(x, depth - 1) for x in items)
-    return True

@@ -1,18 +1,23 @@
-"""The pre-forked worker: a slim process that forks one child per program and supervises it.
+"""The sandboxed worker: a slim process that forks one child per program and relays the judge's
+requests to it, under deadlines.
 
-Started as `python -m executors.worker` by the pool, inside bubblewrap (as PID 1 of a fresh
-pid/net/mount/ipc/uts namespace, read-only root, private /tmp) or, without namespaces, as a
-plain subprocess. It owns the deadlines: a test that has not reported by its deadline, or a
-child that dies or corrupts its result channel, ends that child; the whole process tree is then
-killed and reaped, the private tmp wiped, and a new child resumes at the next test, so one
-runaway test never hides the verdicts of the others. A stdio program gets a fresh child per
-test (each run is a whole program execution); the worker itself collects its output.
+Started by the judge process (`executors.judge`) as `python -m executors.worker`, inside
+bubblewrap (as PID 1 of a fresh pid/net/mount/ipc/uts namespace, read-only root, private /tmp)
+or, without namespaces, as a plain subprocess under an unprivileged uid. For each program the
+judge sends "job" (the code, never the tests), then requests (call this, read that), then "end".
+The worker forks a child that loads the program and answers them (`executors.child`). It owns
+the deadlines: a request not answered in the time the judge gave it, or a child that dies or
+corrupts its result channel, ends that child; the whole process tree is then killed and reaped,
+the private tmp wiped, and the next request gets a fresh child, so one runaway test never hides
+the verdicts of the others. A stdio program gets a fresh child per run; the worker itself
+collects its output.
 
-It talks to the pool over length-prefixed JSON frames on the pipes it was given as stdin/stdout.
+Every answer echoes the nonce of the request it answers: the child never sees nonces, so even a
+program that got hold of this channel could not speak for a later request or program.
+It talks to the judge over length-prefixed JSON frames on the pipes it was given as stdin/stdout.
 Stdlib only (never JAX/numpy): the child it forks inherits its whole address space.
 """
 import argparse
-import collections
 import gc
 import os
 import select
@@ -31,9 +36,12 @@ SANDBOX_TMP = "/tmp"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_KEEPCAPS = 8
+_PR_SET_NO_NEW_PRIVS = 38
+_CAP_VERSION_3 = 0x20080522
+_CAP_DAC_READ_SEARCH = 2
 _EXIT_GRACE = 0.2
 _KILL_ROUNDS = 200
-_CODE_CACHE = 4096
 # Imported once here so that every forked child has them for free (HumanEval prompts start with
 # `from typing import List`; MBPP solutions lean on re, math, collections, heapq, itertools).
 PRELOAD = ("typing", "math", "cmath", "re", "collections", "itertools", "functools", "heapq",
@@ -63,6 +71,32 @@ def _prctl(*calls):
         del sys.modules[name]
 
 
+def drop_root(uid, keep_read_access):
+    """Become `uid` for good (no supplementary groups, no way back, no setuid gains later).
+
+    `keep_read_access` (no namespaces): keep CAP_DAC_READ_SEARCH and nothing else, so the
+    interpreter and its libraries stay importable wherever root installed them (say under
+    /root); files stay unwritable, and other users' processes (the pool's /proc/<pid>/mem and
+    environ need ptrace rights) stay out of reach.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if keep_read_access:
+        libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if keep_read_access:
+        header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+        keep = 1 << _CAP_DAC_READ_SEARCH
+        data = (ctypes.c_uint32 * 6)(keep, keep, 0, 0, 0, 0)  # effective, permitted, inheritable
+        if libc.capset(header, data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+        libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0)
+
+
 def describe_status(status):
     if status is None:
         return "was killed"
@@ -76,11 +110,12 @@ def describe_status(status):
 
 
 class _Child:
-    """A forked child, its authenticated result channel, and its exit status once known."""
+    """A forked child, its request pipe, its authenticated result channel, and its exit status."""
 
-    def __init__(self, pid, reader):
+    def __init__(self, pid, reader, request_fd):
         self.pid = pid
         self.reader = reader
+        self.request_fd = request_fd
         self.status = None
         self.exited = False
 
@@ -127,8 +162,11 @@ class _Child:
 class Worker:
     def __init__(self, mode):
         self.mode = mode
-        self.code_cache = collections.OrderedDict()
         self.pid1 = os.getpid() == 1
+        self.job = None        # the program being judged
+        self.deadline = 0.0    # its wall-time deadline (time.monotonic)
+        self.child = None      # the live child that loaded it, if any
+        self.runs = 0          # children forked for it (a restart loads the program again)
         if mode == "bwrap":
             self.base = SANDBOX_TMP
             self.protected = set(os.listdir(self.base))  # mount points bubblewrap created
@@ -173,27 +211,6 @@ class Worker:
             _reap(block=True)
         raise RuntimeError("could not kill the program's processes")
 
-    # -- test code ----------------------------------------------------------------------------
-    def compiled(self, specs):
-        """Compiled test code per spec, cached across programs (None: it did not compile)."""
-        out = []
-        for spec in specs:
-            key = repr((spec["kind"], spec.get("pre"), spec.get("exprs"), spec.get("src")))
-            code = self.code_cache.get(key)
-            if code is None:
-                try:
-                    code = child_mod.compile_spec(spec)
-                except (SyntaxError, ValueError, RecursionError, MemoryError):
-                    out.append(None)
-                    continue
-                self.code_cache[key] = code
-                if len(self.code_cache) > _CODE_CACHE:
-                    self.code_cache.popitem(last=False)
-            else:
-                self.code_cache.move_to_end(key)
-            out.append(code)
-        return out
-
     # -- private tmp --------------------------------------------------------------------------
     def fresh_workdir(self):
         """An empty private directory for the next child (kept between programs, emptied:
@@ -218,47 +235,136 @@ class Worker:
                 _rmtree(os.path.join(self.base, name))
 
     # -- one program --------------------------------------------------------------------------
-    def run_job(self, job):
-        t0 = time.monotonic()
-        lim = limits_mod.Limits.from_dict(job["limits"])
-        deadline = t0 + float(job.get("timeout") or lim.program_timeout)
-        n = len(job["tests"])
-        stdio = any(t["kind"] == "stdio" for t in job["tests"])
-        compiled = self.compiled(job["tests"])
-        results = [None] * n
-        start = runs = 0
-        while start < n and time.monotonic() < deadline:
-            runs += 1
-            self.fresh_workdir()
-            if stdio:
-                with open(os.path.join(self.workdir, child_mod.STDIN_FILE), "wb") as f:
-                    f.write(job["tests"][start]["stdin"].encode("utf-8", "surrogateescape"))
-            child = self.fork_child(job, compiled, start, deadline)
+    def serve(self, reader, send):
+        """Answer the judge until it closes the channel."""
+        while True:
             try:
-                if stdio:
-                    start = self.supervise_stdio(child, start, results, lim, deadline)
-                else:
-                    start = self.supervise(child, start, results, lim, deadline)
-            finally:
-                os.close(child.reader.fd)
-                child.finish(0)
-                self.kill_tree()
-                self.wipe()
-        for i in range(n):
-            if results[i] is None:
-                results[i] = {"timeout": "program", "dt": 0.0}
-        return {"id": job["id"], "tests": results, "runs": runs, "wall": time.monotonic() - t0}
+                msg = reader.read()
+            except protocol.ChannelError:
+                self.end_program()
+                return
+            op, nonce = msg.get("op"), msg.get("n")
+            if op == "job":
+                self.end_program()
+                self.job, self.runs = msg, 0
+                self.deadline = time.monotonic() + float(msg["timeout"])
+                reply = {} if msg.get("stdio") else self.load()
+            elif op == "end":
+                reply = {"runs": self.runs}
+                self.end_program()
+            elif self.job is None:
+                reply = {"crash": "no program is loaded"}
+            elif op == "stdio":
+                reply = self.run_stdio(msg)
+            else:
+                for reply in self.relay(msg):
+                    if reply is not None:
+                        reply["n"] = nonce
+                        send(reply)
+                continue
+            reply["n"] = nonce
+            send(reply)
 
-    def fork_child(self, job, compiled, start, deadline):
+    def end_program(self):
+        self.job = None
+        self.stop_child()
+
+    def stop_child(self):
+        child, self.child = self.child, None
+        if child is not None:
+            os.close(child.reader.fd)
+            os.close(child.request_fd)
+            child.finish(0)
+            self.kill_tree()
+            self.wipe()
+
+    def _lim(self):
+        return limits_mod.Limits.from_dict(self.job["limits"])
+
+    def load(self):
+        """Fork a child that loads the program; its "load" report, with the child's generation
+        (handles from an earlier child are void in a later one)."""
+        lim = self._lim()
+        child = self._fresh_child()
+        if child is None:
+            return {"timeout": "program"}
+        t0 = time.monotonic()
+        try:
+            frame = child.reader.read(min(t0 + lim.load_timeout, self.deadline))
+            if not isinstance(frame, dict) or frame.get("t") != "load":
+                raise protocol.ChannelError("unexpected frame")
+        except protocol.Timeout:
+            frame = {"timeout": "load" if time.monotonic() < self.deadline else "program"}
+        except protocol.ChannelError as e:
+            frame = {"crash": self._crash_message(child, e, "while loading")}
+        self.child = child
+        if "names" not in frame:  # the load failed: nothing to keep alive
+            self.stop_child()
+        frame.update(t="load", g=self.runs, dt=time.monotonic() - t0)
+        return frame
+
+    def relay(self, msg):
+        """Forward one request to the child and yield its answers (several for "calls"), each
+        within the request's budget `b` seconds; a miss or a crash ends the child."""
+        if self.child is None:
+            loaded = self.load()
+            if "names" not in loaded:
+                loaded.pop("t", None)
+                yield loaded
+                return
+        child, budget = self.child, float(msg.get("b") or self._lim().per_test_timeout)
+        request = {k: v for k, v in msg.items() if k not in ("n", "b")}
+        expect = len(msg.get("a", ())) if msg.get("op") == "calls" else 1
+        try:
+            protocol.write_all(child.request_fd, protocol.encode_frame(request))
+        except OSError as e:
+            self.stop_child()
+            yield {"crash": f"the program stopped reading requests ({e.strerror})"}
+            return
+        for i in range(expect):
+            began = time.monotonic()
+            try:
+                frame = child.reader.read(min(began + budget, self.deadline))
+                if not isinstance(frame, dict) or (expect > 1 and frame.get("i") != i):
+                    raise protocol.ChannelError("out-of-order frame")
+            except protocol.Timeout:
+                which = "test" if time.monotonic() < self.deadline else "program"
+                self.stop_child()
+                yield {"timeout": which, "i": i, "dt": time.monotonic() - began}
+                return
+            except protocol.ChannelError as e:
+                message = self._crash_message(child, e, "during the test")
+                self.stop_child()
+                yield {"crash": message, "i": i, "dt": time.monotonic() - began}
+                return
+            frame.update(g=self.runs, dt=time.monotonic() - began)
+            yield frame
+
+    def _fresh_child(self, stdin=None):
+        """A new child for the program in an emptied directory (None: its time is up)."""
+        self.stop_child()
+        if time.monotonic() >= self.deadline:
+            return None
+        self.runs += 1
+        self.fresh_workdir()
+        if stdin is not None:
+            with open(os.path.join(self.workdir, child_mod.STDIN_FILE), "wb") as f:
+                f.write(stdin.encode("utf-8", "surrogateescape"))
+        return self.fork_child(self.job)
+
+    def fork_child(self, job):
         r, w = os.pipe()
+        qr, qw = os.pipe()
         kr, kw = os.pipe()
-        job = dict(job, cpu_seconds=deadline - time.monotonic() + 1)
+        job = dict(job, cpu_seconds=self.deadline - time.monotonic() + 1)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             os.close(r)
+            os.close(qw)
             os.close(kw)
-            child_mod.main(job, compiled, start, w, kr, self.workdir, self.mode == "bwrap")
+            child_mod.main(job, w, qr, kr, self.workdir, self.mode == "bwrap")
         os.close(w)
+        os.close(qr)
         os.close(kr)
         key = os.urandom(32)  # made after fork: the child learns it only through the pipe
         try:
@@ -266,67 +372,35 @@ class Worker:
         except OSError:
             pass  # the child is already gone; the reader sees EOF
         os.close(kw)
-        return _Child(pid, protocol.FrameReader(r, key=key))
+        return _Child(pid, protocol.FrameReader(r, key=key), qw)
 
-    def _load(self, child, start, results, lim, deadline):
-        """Wait for the child's load report; on failure fill all remaining results."""
-        n = len(results)
-        t_load = time.monotonic()
+    def run_stdio(self, msg):
+        """One stdio test: a fresh child runs the program as __main__ on `stdin`; we collect
+        what it wrote."""
+        lim = self._lim()
+        self.child = child = self._fresh_child(stdin=str(msg.get("stdin", "")))
+        if child is None:
+            return {"timeout": "program"}
         try:
-            frame = child.reader.read(min(t_load + lim.load_timeout, deadline))
-            if frame.get("t") != "load":
+            return self._collect_stdio(child, lim, float(msg.get("b") or lim.per_test_timeout))
+        finally:
+            self.stop_child()
+
+    def _collect_stdio(self, child, lim, budget):
+        began = time.monotonic()
+        try:
+            frame = child.reader.read(min(began + lim.load_timeout, self.deadline))
+            if not isinstance(frame, dict) or frame.get("t") != "load":
                 raise protocol.ChannelError("unexpected frame")
         except protocol.Timeout:
-            fill = {"timeout": "load", "dt": time.monotonic() - t_load}
+            return {"timeout": "load" if time.monotonic() < self.deadline else "program"}
         except protocol.ChannelError as e:
-            fill = {"crash": self._crash_message(child, e, "while loading"), "dt": 0.0}
-        else:
-            if "e" not in frame:
-                return True
-            fill = {"e": frame["e"], "load_error": True, "dt": 0.0}
-        for i in range(start, n):
-            results[i] = dict(fill)
-        return False
-
-    def supervise(self, child, start, results, lim, deadline):
-        """Collect tests[start:] from a function-test child; return the next test to run.
-
-        Each report starts the clock of the next test (the first starts at the load report).
-        """
-        n = len(results)
-        if not self._load(child, start, results, lim, deadline):
-            return n
-        expect = start
-        began = time.monotonic()
-        while True:
-            try:
-                frame = child.reader.read(min(began + lim.per_test_timeout, deadline))
-                if frame.get("t") != "res" or frame.get("i") != expect:
-                    raise protocol.ChannelError("out-of-order frame")
-                now = time.monotonic()
-                frame["dt"] = now - began
-                results[expect] = frame
-                expect, began = expect + 1, now
-                if expect == n:
-                    return n
-            except protocol.Timeout:
-                which = "test" if time.monotonic() < deadline else "program"
-                results[expect] = {"timeout": which, "dt": time.monotonic() - began}
-                return expect + 1
-            except protocol.ChannelError as e:
-                results[expect] = {"crash": self._crash_message(child, e, "during the test"),
-                                   "dt": time.monotonic() - began}
-                return expect + 1
-
-    def supervise_stdio(self, child, i, results, lim, deadline):
-        """One stdio test: the child runs the program as __main__; we collect what it wrote."""
-        began = time.monotonic()
-        if not self._load(child, i, results, lim, deadline):
-            return len(results)
-        if not child.wait(min(began + lim.per_test_timeout, deadline)):
-            which = "test" if time.monotonic() < deadline else "program"
-            results[i] = {"timeout": which, "dt": time.monotonic() - began}
-            return i + 1
+            return {"crash": self._crash_message(child, e, "while loading")}
+        if "e" in frame:
+            return {"e": frame["e"], "load_error": True}
+        if not child.wait(min(began + budget, self.deadline)):
+            which = "test" if time.monotonic() < self.deadline else "program"
+            return {"timeout": which, "dt": time.monotonic() - began}
         res = {"dt": time.monotonic() - began, "exit": child.status}
         try:
             with open(os.path.join(self.workdir, child_mod.STDOUT_FILE), "rb") as f:
@@ -335,16 +409,15 @@ class Worker:
                 f.seek(max(0, os.fstat(f.fileno()).st_size - 4000))
                 err = f.read(4000)
         except OSError as e:  # the program removed or replaced its own output files
-            results[i] = {"crash": f"the program's output could not be read ({e.strerror})",
-                          "dt": res["dt"]}
-            return i + 1
+            return {"crash": f"the program's output could not be read ({e.strerror})"}
         res.update(out=out[:lim.max_output_bytes].decode("utf-8", "replace"),
                    trunc=len(out) > lim.max_output_bytes, err=err.decode("utf-8", "replace"))
-        results[i] = res
-        return i + 1
+        return res
 
     def _crash_message(self, child, err, when):
         status = child.finish(_EXIT_GRACE)
+        if isinstance(err, protocol.FrameTooLarge):
+            return f"the program's answer is too large to report ({err})"
         if str(err) == "closed":
             return f"the program {describe_status(status)} {when}"
         return f"the result channel was corrupted {when} ({err})"
@@ -497,7 +570,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=("bwrap", "none"), required=True)
     ap.add_argument("--uid", type=int, default=NOBODY,
-                    help="unprivileged uid (and gid) to run as when started as root in bwrap")
+                    help="unprivileged uid (and gid) to run as when started as root")
     args = ap.parse_args(argv)
     ctrl_in, ctrl_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
@@ -506,12 +579,10 @@ def main(argv=None):
     os.close(null)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)  # as PID 1, default disposition = immune from inside
-    if args.mode == "bwrap" and os.getuid() == 0:
+    if os.getuid() == 0:  # never run programs as root, with or without namespaces
         if args.uid <= 0:
             raise SystemExit("--uid must be an unprivileged uid")
-        os.setgroups([])
-        os.setresgid(args.uid, args.uid, args.uid)
-        os.setresuid(args.uid, args.uid, args.uid)
+        drop_root(args.uid, keep_read_access=args.mode == "none")
     calls = [(_PR_SET_DUMPABLE, 0)]  # programs run as our uid: no ptrace or /proc/1/mem on us
     if os.getpid() != 1:
         calls += [(_PR_SET_CHILD_SUBREAPER, 1), (_PR_SET_PDEATHSIG, signal.SIGKILL)]
@@ -521,20 +592,19 @@ def main(argv=None):
             __import__(name)
         except ImportError:
             pass
+    child_mod.snapshot_stdlib(PRELOAD)
     worker = Worker(args.mode)
     gc.collect()
     gc.freeze()  # children's collections then skip (and do not copy-on-write) our objects
     reader = protocol.FrameReader(ctrl_in)
-    protocol.write_all(ctrl_out, protocol.encode_frame(
-        {"ready": True, "pid1": worker.pid1, "uid": os.getuid()}))
+
+    def send(obj):
+        protocol.write_all(ctrl_out, protocol.encode_frame(obj))
+
+    send({"ready": True, "pid1": worker.pid1, "uid": os.getuid()})
     try:
-        while True:
-            try:
-                job = reader.read()
-            except protocol.ChannelError:
-                return 0
-            reply = worker.run_job(job)
-            protocol.write_all(ctrl_out, protocol.encode_frame(reply))
+        worker.serve(reader, send)
+        return 0
     finally:
         if args.mode == "none":
             shutil.rmtree(worker.base, ignore_errors=True)

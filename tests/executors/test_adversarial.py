@@ -100,16 +100,28 @@ CASES = {
                                     TestCase.check("def check(c):\n    for _ in [0]:\n"
                                                    "        assert c(1) == [2, 3]\n", "f")],
                                    ("failed", "error")),
-    "forged_bool_and_len": ("""
-        class Truthy:
+    "forged_protocol_methods": ("""
+        class Yes:
             def __bool__(self):
                 return True
             def __len__(self):
                 return 3
+            def __contains__(self, item):
+                return True
+            def __iter__(self):
+                return iter(())
+            def __sub__(self, other):
+                return 0
+            __rsub__ = __sub__
+            def __lt__(self, other):
+                return True
+            __gt__ = __le__ = __ge__ = __lt__
         def f(x):
-            return Truthy()
-        """, [A("assert f(1)"), A("assert len(f(1)) == 3"),
-              TestCase.check("def check(c):\n    for _ in [0]:\n        assert c(1)\n", "f")],
+            return Yes()
+        """, [A("assert f(1) == True"), A("assert 3 in f(1)"), A("assert abs(f(1) - 0.5) < 1e-6"),
+              A("assert abs(0.5 - f(1)) < 1e-6"), A("assert f(1) > 2 and f(1) < 4"),
+              A("assert len(f(1)) == 3 and list(f(1)) == [1, 2, 3]"),
+              TestCase.check("def check(c):\n    for x in [0]:\n        assert 2 in c(x)\n", "f")],
         ("failed", "error")),
     "frame_forgery_of_caller_variables": ("""
         import sys

@@ -34,7 +34,7 @@ def test_correct_program_passes(any_pool):
     assert r.passed and r.fraction_passed == 1.0 and r.feedback == "" and not r.cached
     assert [t.status for t in r.tests] == ["passed"] * 3
     assert [t.actual for t in r.tests[:2]] == [3, "ab"]
-    assert all(t.judged_by == "parent" and t.duration >= 0 for t in r.tests)
+    assert all(t.duration >= 0 for t in r.tests)
     assert r.wall_time > 0 and r.sandbox == any_pool.sandbox
 
 
@@ -169,15 +169,15 @@ def test_humaneval_check_feedback_names_the_failing_assert(bwrap_pool):
     wrong = prob["prompt"] + "    return number\n"
     r = one(bwrap_pool, wrong, [TestCase.check(prob["test"], prob["entry_point"])])
     t = r.tests[0]
-    assert t.status == "failed" and t.judged_by == "parent"
+    assert t.status == "failed"
     assert r.feedback == ("The code above fails the given unit test:\n"
                           "assert truncate_number(3.5) == 0.5\n# Actual output: 3.5")
     loop_test = "def check(candidate):\n    for x in [1, 2]:\n        assert candidate(x) == x + 1\n"
     r = one(bwrap_pool, "def inc(x):\n    return x + (x == 1)\n", [TestCase.check(loop_test, "inc")])
     t = r.tests[0]
-    assert t.status == "failed" and t.judged_by == "child"
+    assert t.status == "failed" and t.actual == 2  # the value of the call the assert failed on
     assert r.feedback == ("The code above fails the given unit test:\n"
-                          "assert inc(x) == x + 1\n# AssertionError")
+                          "assert inc(x) == x + 1\n# Actual output: 2")
 
 
 def test_all_humaneval_canonical_solutions_pass_and_stubs_fail():
@@ -195,15 +195,21 @@ def test_all_humaneval_canonical_solutions_pass_and_stubs_fail():
 
 @pytest.mark.slow
 def test_mbpp_reference_solutions(bwrap_pool, shared_data_dir):
+    from ledex_jax.data.benchmarks.mbpp import entry_point_of
+
     rows = [json.loads(line) for line in open(shared_data_dir / "mbpp.jsonl")]
-    programs = [Program(str(r["task_id"]), r["code"],
-                        [A(t) for t in r["test_list"] + r["challenge_test_list"]],
-                        setup_code=r["test_setup_code"], timeout=30) for r in rows]
+    programs = []
+    for r in rows:
+        tests = r["test_list"] + r["challenge_test_list"]
+        entry = entry_point_of(r["code"], tests) or ""  # MBPP/126 tests its own `sum`
+        programs.append(Program(str(r["task_id"]), r["code"], [A(t, entry) for t in tests],
+                                setup_code=r["test_setup_code"], timeout=30))
     with ExecutionPool(**dict(POOL_KW, per_test_timeout=15.0, program_timeout=60.0)) as pool:
         results = pool.run(programs)
     failing = {r.id for r in results if not r.passed}
-    # known upstream quirks (see the data README): set order (341, 642) and sys.getsizeof (596)
-    assert failing == {"341", "596", "642"}, failing
+    # known upstream quirks (see the data README): set order (642; 341's small-int sets keep
+    # their order) and sys.getsizeof (596)
+    assert failing == {"596", "642"}, failing
 
 
 def test_mbpp_setup_code_runs_after_the_code(any_pool):

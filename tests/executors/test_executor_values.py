@@ -58,13 +58,32 @@ def test_objects_outside_the_closed_set_are_refused():
         def __eq__(self, other):
             return True
 
-    for bad in (Always(), [1, Always()], {"k": Always()}):
+    for bad in (Always(), [1, Always()], {"k": Always()}, object(), len, iter([1]), range(0)):
         with pytest.raises(values.UnsupportedValue):
             values.encode(bad)
-    # C-typed builtins cross only as opaque truth values, equal to nothing else
-    for c_typed, truth in ((object(), True), (len, True), (iter([1]), True), (range(0), False)):
-        back = values.loads(values.dumps(c_typed))
-        assert isinstance(back, values.Opaque) and bool(back) is truth and back != c_typed
+
+
+def test_objects_outside_the_closed_set_cross_as_handles_when_asked():
+    """The child's side: each such object becomes {"h": payload}; the judge's side rebuilds
+    whatever its `handles` makes of the payload, inside containers too."""
+    class Point:
+        pass
+
+    kept = []
+
+    def handle(obj):
+        kept.append(obj)
+        return [len(kept) - 1, type(obj).__name__, None]
+
+    p = Point()
+    enc = values.encode([1, p, {"k": (p, len)}], handles=handle)
+    assert enc == [1, {"h": [0, "Point", None]}, {"d": [["k", {"t": [{"h": [1, "Point", None]},
+                                                                    {"h": [2, "builtin_function_or_method", None]}]}]]}]
+    assert kept == [p, p, len]
+    back = values.decode(enc, handles=lambda payload: ("proxy", payload[0]))
+    assert back == [1, ("proxy", 0), {"k": (("proxy", 1), ("proxy", 2))}]
+    with pytest.raises(ValueError, match="malformed"):
+        values.decode(enc)  # without `handles`, a handle is malformed
 
 
 def test_size_and_depth_caps():
@@ -87,45 +106,6 @@ def test_size_and_depth_caps():
 def test_decode_rejects_malformed_input(text):
     with pytest.raises(ValueError):
         values.loads(text)
-
-
-def test_guard_passes_builtins_and_inert_objects_and_stops_forgeries():
-    import random
-
-    rng = random.Random(0)
-    gen = (i for i in range(3))
-    assert values.guard(rng) is rng and values.guard(gen) is gen and values.guard(len) is len
-    assert values.guard([1, (2, "x")]) == [1, (2, "x")]
-
-    class Record:  # a plain helper class: harmless
-        def __init__(self):
-            self.x = 1
-
-    rec = Record()
-    assert values.guard(rec) is rec
-
-    class Always:
-        def __eq__(self, other):
-            return True
-
-    class Sneaky(int):
-        def __eq__(self, other):
-            return True
-        __hash__ = int.__hash__
-
-    class Truthy:
-        def __bool__(self):
-            return True
-
-    with pytest.raises(TypeError):
-        values.guard(Always())
-    with pytest.raises(TypeError):
-        values.guard(Truthy())
-    with pytest.raises(TypeError):
-        values.guard([1, [Always()]])
-    plain = values.guard(Sneaky(5))
-    assert type(plain) is int and plain == 5 and not plain == 6
-    assert type(values.guard([Sneaky(5)])[0]) is int
 
 
 def test_frames_are_authenticated_and_ordered():

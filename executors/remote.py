@@ -1,0 +1,405 @@
+"""The judge's view of a program: a session with its sandboxed child, and proxies for its objects.
+
+Test code runs in the judge (`executors.judge`); every name of the program it reads is a
+`Remote` proxy, and everything it does with one (call it, read an attribute, compare, iterate,
+`isinstance`) becomes a request the worker relays to the child. Answers are plain values
+(exact builtins, decoded under the value caps) or more proxies; a program's exception is raised
+here as its nearest builtin exception class, so `except ValueError` in test code still works.
+
+What a program cannot do from here: decide an operation on a value the judge made. A proxy
+compared with a plain value is simply not equal to it (ordering and arithmetic with one raise
+TypeError), whatever its class's `__eq__` or `__sub__` says, and `x in proxy` iterates the
+proxy and compares here: otherwise `assert f(x) == y`, `abs(f(x) - y) < 1e-6` or `y in f(x)`
+would pass for an object that answers "yes" to anything. Between two of the program's own
+objects, operators are the program's, as in Python. What needs no judge value (truth, len,
+iteration, attributes, calls, str) is the program's answer too, as in Python: worth no more
+than returning that answer as a plain value.
+"""
+import builtins
+import signal
+import sys
+import time
+
+from executors import protocol, values
+
+# Modules whose functions and classes test code may pass to the program by name.
+_SHARED_MODULES = frozenset({"math", "cmath", "operator", "collections", "itertools", "functools",
+                             "heapq", "bisect", "string", "re", "fractions", "decimal",
+                             "datetime", "statistics", "copy"})
+_CHUNK = 256           # iterator items fetched per round trip, at most
+_MIN_BUDGET = 0.001    # seconds: a request is never sent with less
+NOTHING = object()     # Session.last before the test called into the program
+
+
+class ProgramTimeout(BaseException):
+    """The program did not answer within the test's (or the whole program's) time limit.
+    A BaseException: test code's `except Exception` must not swallow it."""
+
+    def __init__(self, which):
+        super().__init__(which)
+        self.which = which
+
+
+class ProgramCrashed(BaseException):
+    """The program's process died, or broke its result channel, while answering."""
+
+
+class ValueNotSent(BaseException):
+    """The program's answer cannot cross the boundary (over the value caps)."""
+
+
+class WorkerLost(BaseException):
+    """The worker stopped answering (it died or hung): not something a program can cause from
+    inside the sandbox, so the job is given up here and retried by the pool on a fresh slot."""
+
+
+class RemoteError(Exception):
+    """A program's exception with no builtin counterpart to raise in its place."""
+
+
+class Session:
+    """Requests to one program's child, through the worker, under the current test's deadline.
+
+    `send(msg)` writes a frame to the worker; `reader` reads its answers. Every request carries
+    a fresh nonce; answers with another nonce (stale, or forged) are dropped.
+    """
+
+    def __init__(self, send, reader, limits, deadline, rng):
+        self.send = send
+        self.reader = reader
+        self.limits = limits
+        self.deadline = deadline        # the program's (time.monotonic)
+        self.test_deadline = deadline
+        self.rng = rng
+        self.gen = 0                    # the child generation answers come from
+        self.last = NOTHING             # raw encoding of the last value a call returned
+        self._proxies = {}
+        self._handles_seen = 0
+        self.lost = False
+
+    # -- transport --------------------------------------------------------------------------
+    def begin_test(self):
+        self.test_deadline = min(self.deadline, time.monotonic() + self.limits.per_test_timeout)
+        self.last = NOTHING
+
+    def budget(self):
+        left = self.test_deadline - time.monotonic()
+        if left < _MIN_BUDGET:
+            raise ProgramTimeout("test" if self.test_deadline < self.deadline else "program")
+        return left
+
+    def exchange(self, msg, count=1, budget=None):
+        """Send `msg` and yield the worker's `count` answers (fewer if the child stopped)."""
+        nonce = self.rng.getrandbits(63)
+        msg = dict(msg, n=nonce, b=budget if budget is not None else self.budget())
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            try:
+                self.send(msg)
+            except OSError as e:
+                self.lost = True
+                raise WorkerLost(f"cannot write to the worker ({e.strerror})") from None
+            got = 0
+            while got < count:
+                # the worker answers within the budget it was given (it kills the child
+                # otherwise); the slack only covers its own bookkeeping
+                try:
+                    frame = self.reader.read(max(self.deadline, time.monotonic() + msg["b"]) + 30.0)
+                except (protocol.ChannelError, protocol.Timeout) as e:
+                    self.lost = True
+                    raise WorkerLost(f"{type(e).__name__}: {e}") from None
+                if not isinstance(frame, dict) or frame.get("n") != nonce:
+                    continue
+                got += 1
+                if "g" in frame:
+                    self.gen = frame["g"]
+                yield frame
+                if "timeout" in frame or "crash" in frame:
+                    return
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def request(self, msg):
+        [frame] = list(self.exchange(msg)) or [{"crash": "no answer"}]
+        return self.result(frame)
+
+    # -- answers ----------------------------------------------------------------------------
+    def result(self, frame):
+        """The value an answer carries; raises what it reports instead."""
+        if "timeout" in frame:
+            raise ProgramTimeout(str(frame["timeout"]))
+        if "crash" in frame:
+            raise ProgramCrashed(str(frame["crash"]))
+        if "e" in frame:
+            raise program_exception(frame["e"])
+        if "u" in frame:
+            raise ValueNotSent(f"the program's answer cannot be judged: {frame['u']}")
+        if "v" not in frame:
+            raise ProgramCrashed("a malformed answer")
+        return self.decode(frame["v"])
+
+    def decode(self, raw):
+        try:
+            return values.decode(raw, handles=self._proxy)
+        except values.TooLarge as e:
+            raise ValueNotSent(str(e)) from None
+        except ValueError as e:
+            raise ProgramCrashed(f"a malformed answer ({e})") from None
+
+    def is_plain(self, raw):
+        """Whether an encoded value holds no handles (a plain value to report as `actual`)."""
+        seen = self._handles_seen
+        try:
+            self.decode(raw)
+        except BaseException:
+            return False
+        return self._handles_seen == seen
+
+    def describe(self, raw):
+        """Short text of an encoded value for messages (never raises)."""
+        try:
+            value = values.decode(raw, handles=lambda p: _Described(p))
+        except Exception:
+            return "<a value that cannot be shown>"
+        from executors.judge import short
+
+        return short(value)
+
+    def _proxy(self, payload):
+        if type(payload) is not list or len(payload) != 3 or type(payload[0]) is not int:
+            raise ValueError("bad handle")
+        self._handles_seen += 1
+        key = (self.gen, payload[0])
+        proxy = self._proxies.get(key)
+        if proxy is None:
+            h = payload[2] if type(payload[2]) is int else None
+            proxy = Remote(self, payload[0], str(payload[1])[:200], h)
+            self._proxies[key] = proxy
+        return proxy
+
+    def encode(self, value):
+        """A judge-side value as an argument for the program: plain values, or its own objects."""
+        try:
+            return values.encode(value, handles=self._ref)
+        except values.UnsupportedValue as e:
+            raise TypeError(f"cannot pass this value to the program: {e}") from None
+
+    def _ref(self, obj):
+        if type(obj) is Remote and obj._session is self:
+            return obj._ref_payload()
+        name = getattr(obj, "__qualname__", None)
+        if type(name) is str and getattr(builtins, name, None) is obj:
+            return ["b", name]  # a builtin type or function (`remove_datatype(t, int)`)
+        module = getattr(obj, "__module__", None)
+        if type(name) is str and module in _SHARED_MODULES and _resolve(module, name) is obj:
+            return ["s", module, name]  # a stdlib function or class, e.g. `operator.itemgetter`
+        raise values.UnsupportedValue(
+            f"{type(obj).__module__}.{type(obj).__qualname__} (only plain values and the "
+            "program's own objects can be passed to it)")
+
+    # -- operations -------------------------------------------------------------------------
+    def call(self, target, args, kwargs):
+        msg = {"op": "call", "f": target._ref_payload(), "a": self.encode(list(args))}
+        if kwargs:
+            msg["k"] = self.encode(dict(kwargs))
+        [frame] = list(self.exchange(msg)) or [{"crash": "no answer"}]
+        value = self.result(frame)
+        self.last = frame["v"]
+        return value
+
+    def op(self, name, *args):
+        return self.request({"op": name, "a": self.encode(list(args))})
+
+    def calls(self, name, arg_lists, budget):
+        """Answers for name(*args) for each of `arg_lists` (encoded), one request, each call
+        within `budget` seconds: yields (index, answer frame) until one times out or crashes."""
+        msg = {"op": "calls", "f": ["g", name], "a": arg_lists}
+        for frame in self.exchange(msg, count=len(arg_lists), budget=budget):
+            yield frame.get("i"), frame
+
+
+class _Described:
+    """A handle shown in a message, without asking the program anything."""
+
+    def __init__(self, payload):
+        self.name = str(payload[1]) if type(payload) is list and len(payload) == 3 else "object"
+
+    def __repr__(self):
+        return f"<{self.name} object>"
+
+
+def _resolve(module, qualname):
+    obj = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def program_exception(info):
+    """An exception to raise in test code for one the program raised: the builtin class it
+    derives from (its message kept), or RemoteError; `_remote` keeps what the child reported."""
+    info = info if isinstance(info, dict) else {}
+    name, msg = str(info.get("type", "Exception"))[:200], str(info.get("msg", ""))
+    base = getattr(builtins, str(info.get("base", "")), None)
+    exc = None
+    if isinstance(base, type) and issubclass(base, Exception):
+        try:
+            exc = base(msg)
+        except Exception:
+            exc = None
+    if exc is None:
+        exc = RemoteError(f"{name}: {msg}" if msg else name)
+    exc._remote = {"type": name, "msg": msg, "tb": str(info.get("tb", ""))}
+    return exc
+
+
+class Remote:
+    """One of the program's objects, seen from the judge. See the module docstring."""
+
+    __slots__ = ("_session", "_id", "_type", "_hash", "_gen", "__weakref__")
+
+    def __init__(self, session, ref, type_name, hash_value, gen=None):
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_id", ref)          # a handle id, or a global's name
+        object.__setattr__(self, "_type", type_name)
+        object.__setattr__(self, "_hash", hash_value)
+        object.__setattr__(self, "_gen", session.gen if gen is None else gen)
+
+    @classmethod
+    def global_name(cls, session, name):
+        """The program's global `name`, looked up in the child whenever it is used."""
+        return cls(session, name, name, None, gen=-1)
+
+    def _ref_payload(self):
+        if self._gen == -1:
+            return ["g", self._id]
+        if self._gen != self._session.gen:
+            raise ProgramCrashed(f"a {self._type} object from a run of the program that was "
+                                 "restarted (after a timeout or a crash) is gone")
+        return self._id
+
+    def _op(self, name, *args):
+        return self._session.op(name, self, *args)
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)  # protocol probes (copy, pickle) stay local
+        return self._op("getattr", name)
+
+    def __setattr__(self, name, value):
+        self._op("setattr", name, value)
+
+    def __delattr__(self, name):
+        self._op("delattr", name)
+
+    def __call__(self, *args, **kwargs):
+        return self._session.call(self, args, kwargs)
+
+    def __format__(self, spec):
+        return self._op("format", spec)
+
+    def _hash_value(self):
+        if self._gen == -1:
+            return self._op("hash")
+        if self._hash is None:
+            raise TypeError(f"unhashable type: '{self._type}'")
+        return self._hash
+
+    def __iter__(self):
+        return _RemoteIterator(self._op("iter"))
+
+    def __next__(self):
+        items, _ = self._session.request({"op": "next", "o": self._ref_payload(), "k": 1})
+        if not items:
+            raise StopIteration
+        return items[0]
+
+    def __contains__(self, item):
+        return any(x is item or x == item for x in self)  # compared here: see the module doc
+
+    def __getitem__(self, key):
+        return self._op("getitem", key)
+
+    def __setitem__(self, key, value):
+        self._op("setitem", key, value)
+
+    def __delitem__(self, key):
+        self._op("delitem", key)
+
+    def __instancecheck__(self, obj):
+        return self._session.op("isinstance", obj, self)
+
+    def __round__(self, *n):
+        return self._op("round", *n)
+
+
+def _binary(name):
+    def forward(self, other):
+        if type(other) is not Remote:
+            return NotImplemented
+        return self._session.op(name, self, other)
+
+    def reflected(self, other):
+        if type(other) is not Remote:
+            return NotImplemented
+        return self._session.op(name, other, self)
+
+    return forward, reflected
+
+
+def _unary(name):
+    def forward(self):
+        return self._op(name)
+
+    return forward
+
+
+for _dunder, _name in (("int", "int"), ("float", "float"), ("complex", "complex"),
+                       ("index", "index"), ("neg", "neg"), ("pos", "pos"), ("abs", "abs"),
+                       ("invert", "invert"), ("repr", "repr"), ("str", "str"), ("bool", "truth"),
+                       ("len", "len")):
+    setattr(Remote, f"__{_dunder}__", _unary(_name))
+
+
+def _comparison(name):
+    def compare(self, other):
+        return self._op(name, other) if type(other) is Remote else NotImplemented
+
+    return compare
+
+
+for _name in ("eq", "ne", "lt", "le", "gt", "ge"):  # only between the program's own objects
+    setattr(Remote, f"__{_name}__", _comparison(_name))
+Remote.__hash__ = Remote._hash_value  # (defining __eq__ above would otherwise unset it)
+
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "lshift",
+              "rshift", "and_", "or_", "xor", "divmod"):
+    _dunder = _name.rstrip("_")
+    _fwd, _ref = _binary(_name)
+    setattr(Remote, f"__{_dunder}__", _fwd)
+    setattr(Remote, f"__r{_dunder}__", _ref)
+
+
+class _RemoteIterator:
+    """Iterates one of the program's iterators, fetching items in growing chunks (one round
+    trip for the first item, then up to _CHUNK at a time)."""
+
+    def __init__(self, it):
+        self.it, self.buffer, self.done, self.chunk = it, [], False, 1
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.buffer:
+            if self.done:
+                raise StopIteration
+            if type(self.it) is not Remote:  # the program's __iter__ gave a plain value
+                raise TypeError(f"iter() returned non-iterator of type '{type(self.it).__name__}'")
+            items, self.done = self.it._session.request(
+                {"op": "next", "o": self.it._ref_payload(), "k": self.chunk})
+            self.buffer = list(items)[::-1]
+            self.chunk = min(_CHUNK, self.chunk * 4)
+            if not self.buffer:
+                raise StopIteration
+        return self.buffer.pop()
