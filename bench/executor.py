@@ -30,6 +30,7 @@ ratio=<ours/anchor>`.
 """
 import argparse
 import concurrent.futures
+import dataclasses
 import os
 import re
 import sys
@@ -214,7 +215,9 @@ def compare_evalplus(args):
     with ExecutionPool(workers=args.workers, per_test_timeout=per_test, cache_size=0) as pool:
         pool.run([program_for(problems[0], problems[0].reference, "warm-up")])
         t0 = time.perf_counter()
-        results = pool.run([program_for(p, c, str(i)) for i, (p, c, _) in enumerate(items)])
+        # fail_fast: EvalPlus's checker runs with fast_check=True (stop at the first failure)
+        results = pool.run([dataclasses.replace(program_for(p, c, str(i)), fail_fast=True)
+                            for i, (p, c, _) in enumerate(items)])
         t_ours = time.perf_counter() - t0
     v_ours = [all(suite_verdicts(p, r.tests).values()) for (p, _, _), r in zip(items, results)]
     t0 = time.perf_counter()

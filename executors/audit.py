@@ -11,8 +11,9 @@ signal.pidfd_send_signal, _posixsubprocess.fork_exec, ...) are replaced by stubs
 are no namespaces, and so is _imp.create_builtin, which would build fresh copies of them.
 
 Limits, without namespaces: a path is checked before the call runs, so another thread (or a
-signal handler) that swaps the descriptor behind a dir_fd between the two can still win; paths
-with '..' and new symlinks are refused so that renames alone cannot. Native code reached some
+signal handler) that swaps the descriptor behind a dir_fd between the two can still win; new
+symlinks, and '..' anywhere but at the start of a relative path, are refused so that renames
+cannot. Native code reached some
 other way (crafted bytecode; ctypes classes the parent process loaded, which stay reachable
 through object.__subclasses__()) gets past any audit hook.
 
@@ -104,14 +105,19 @@ def _text(obj, _type=type, _str=str, _bytes=bytes, _sjoin="".join, _bjoin=b"".jo
 
 def _resolve(text, base=None, _readlink=posix.readlink, _getcwd=posix.getcwd, _tuple=tuple,
              _len=len, _Exc=Exception):
-    """The absolute path `text` names (a relative one starts at `base`, else at the cwd), with
-    symlinks followed as the kernel follows them; None for a symlink loop. (os.path.realpath
-    would run code the program can monkeypatch; only tuples and str are kept in locals, which
-    a signal handler could read but not change.)"""
+    """The absolute path `text` names (a relative one starts at the directory `base`, else at
+    the cwd: both as the kernel names them, free of symlinks), with symlinks followed as the
+    kernel follows them; None for a symlink loop. (os.path.realpath would run code the program
+    can monkeypatch; only tuples and str are kept in locals, which a signal handler could read
+    but not change.) Components of a path relative to the cwd are looked up from the cwd, not
+    from /: in a tree thousands of levels deep each lookup stays short."""
+    done, rel = "", None
     if not text.startswith("/"):
-        text = (_getcwd() if base is None else base) + "/" + text
+        done = _getcwd() if base is None else base
+        done = "" if done == "/" else done
+        rel = "" if base is None else None
     rest = _tuple(text.split("/"))
-    done, i, hops = "", 0, 0
+    i, hops = 0, 0
     while i < _len(rest):
         name = rest[i]
         i += 1
@@ -119,18 +125,20 @@ def _resolve(text, base=None, _readlink=posix.readlink, _getcwd=posix.getcwd, _t
             continue
         if name == "..":
             done = done[:done.rfind("/")]
+            rel = None if rel is None else rel + "../"
             continue
         path = done + "/" + name
         try:
-            link = _readlink(path)
+            link = _readlink(path if rel is None else rel + name)
         except _Exc:  # not a symlink (or missing): a plain component
             done = path
+            rel = None if rel is None else rel + name + "/"
             continue
         hops += 1
         if hops > 40:
             return None
         if link.startswith("/"):
-            done = ""
+            done, rel = "", None
         rest = _tuple(link.split("/")) + rest[i:]
         i = 0
     return done or "/"
@@ -160,19 +168,28 @@ def _dir_fds(_listdir=posix.listdir, _stat=posix.stat, _item=tuple.__getitem__, 
     return found
 
 
-def _outside(path, dir_fd, prefix, _type=type, _int=int, _text=_text, _fd_path=_fd_path,
-             _resolve=_resolve, _cwd=_CWD_FDS):
-    """Whether a call changing `path` (relative to `dir_fd`) could touch anything outside the
-    directory `prefix` (ending in '/'): it leads out, it cannot be told where it leads, or it
-    climbs with '..' (the directory it climbs from could be moved before the call)."""
+def _outside(path, dir_fd, prefix, base=None, _type=type, _int=int, _tuple=tuple, _text=_text,
+             _fd_path=_fd_path, _resolve=_resolve, _cwd=_CWD_FDS):
+    """Whether a call changing `path` (relative to `dir_fd`, or to the directory `base`) could
+    touch anything outside the directory `prefix` (ending in '/'): it leads out, it cannot be
+    told where it leads, or it has a '..' other than one leading a relative path (the directory
+    a '..' climbs from could be moved up, inside the work dir, between this check and the call;
+    the one a relative path starts from never is the work dir's parent)."""
     if _type(path) is _int:  # a descriptor
         real = _fd_path(path)
     else:
         text = _text(path)
-        if text is None or ("/" + text + "/").find("/../") >= 0:
+        if text is None:
             return True
-        base = None
-        if not text.startswith("/") and dir_fd not in _cwd:
+        absolute, named, climbed = text.startswith("/"), False, False
+        for name in _tuple(text.split("/")):
+            if name == "..":
+                if absolute or named or climbed:
+                    return True
+                climbed = True
+            elif name != "" and name != ".":
+                named = True
+        if not absolute and base is None and dir_fd not in _cwd:
             base = _fd_path(dir_fd) if _type(dir_fd) is _int else None
             if base is None:
                 return True
@@ -287,7 +304,7 @@ def install_audit_hook(workdir=None):
             if not refused and mode is None and not text.startswith("/"):
                 # os.open: the event does not say whether a dir_fd was given; any would do
                 for base in _dir_fds():
-                    if base is None or _outside(base + "/" + text, -1, _prefix):
+                    if base is None or _outside(text, -1, _prefix, base):
                         refused = True
             if refused:
                 raise _PermissionError("writing " + (text or "that path")

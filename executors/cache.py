@@ -26,6 +26,7 @@ def _test_fingerprint(t):
 def cache_key(program, limits, timeout, sandbox):
     """sha256 hex digest identifying a run; ValueError/TypeError if the tests are not plain."""
     blob = json.dumps([CACHE_VERSION, sandbox, program.code, program.setup_code, timeout,
+                       bool(program.fail_fast),
                        limits.to_dict(), [_test_fingerprint(t) for t in program.tests]],
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()

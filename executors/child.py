@@ -90,6 +90,7 @@ OPERATIONS.update(len=len, hash=hash, repr=repr, str=str, int=int, float=float, 
                   round=round, divmod=divmod, format=format, iter=iter, getattr=getattr,
                   setattr=setattr, delattr=delattr, isinstance=isinstance)
 _MAX_NAMES = 10_000
+_PACK_SECONDS = 0.002  # answers of a "calls" request gathered per frame, at most this long
 _NAME_VALUE_NODES = 10_000  # a global bigger than this is reported as a handle, read on demand
 _qualname = type.__dict__["__qualname__"].__get__
 _mro = type.__dict__["__mro__"].__get__
@@ -230,23 +231,30 @@ def answer(request, objects, _ops=OPERATIONS, _builtin=_builtin_exception, _info
     return objects.encode(result)
 
 
-def serve(requests, send, objects, _answer=answer):
+def serve(requests, send, objects, _answer=answer, _clock=time.perf_counter):
     """Answer requests until the worker closes the pipe. A "calls" request (one function over
-    many argument lists: EvalPlus inputs) is answered item by item, each starting the worker's
-    clock for the next."""
+    many argument lists: EvalPlus inputs) is answered in frames {"i": first, "items": [...]};
+    with "p" (pack) set, a frame goes out once _PACK_SECONDS have passed since the last one,
+    else after every call. Each frame restarts the worker's clock."""
     while True:
         try:
             request = requests.read()
         except protocol.ChannelError:
             return
-        if request.get("op") == "calls":
-            f, arg_lists = request["f"], request["a"]
-            for i in range(len(arg_lists)):
-                reply = _answer({"op": "call", "f": f, "a": arg_lists[i]}, objects)
-                reply["i"] = i
-                send(reply)
+        if request.get("op") != "calls":
+            send(_answer(request, objects))
             continue
-        send(_answer(request, objects))
+        f, arg_lists, packed = request["f"], request["a"], bool(request.get("p"))
+        pack, first, flushed = [], 0, _clock()
+        for i in range(len(arg_lists)):
+            t0 = _clock()
+            reply = _answer({"op": "call", "f": f, "a": arg_lists[i]}, objects)
+            now = _clock()
+            reply["dt"] = now - t0
+            pack.append(reply)
+            if not packed or now - flushed >= _PACK_SECONDS or i == len(arg_lists) - 1:
+                send({"i": first, "items": pack})
+                first, pack, flushed = i + 1, [], now
 
 
 def _run_as_main(code, result_fd):

@@ -127,12 +127,15 @@ class Judge:
         return hit
 
     def run_job(self, job, emit):
-        """Judge every test of `job` from index `start` on; `emit(i, result)` for each."""
+        """Judge every test of `job` from index `start` on; `emit(i, result)` for each (with
+        `fail_fast`, "skipped" for those after the first that did not pass)."""
         limits = Limits.from_dict(job["limits"])
         deadline = time.monotonic() + float(job["timeout"])
         session = Session(self.worker_send, self.worker_reader, limits, deadline, self.rng)
         tests = job["tests"]
         todo = list(range(int(job.get("start", 0)), len(tests)))
+        if job.get("fail_fast"):
+            emit = _stop_at_first_failure(emit, tests, todo)
         stdio = any(t["kind"] == "stdio" for t in tests)
         program = {"op": "job", "code": job["code"], "setup": job.get("setup", ""),
                    "limits": job["limits"], "timeout": job["timeout"], "stdio": stdio}
@@ -141,6 +144,8 @@ class Judge:
                 {"crash": "the worker did not answer"}]
             if stdio:
                 for i in todo:
+                    if getattr(emit, "stopped", False):
+                        break
                     emit(i, self.stdio_test(tests[i], session, limits))
                 return
             failure = self.load_failure(load, limits)
@@ -155,9 +160,8 @@ class Judge:
         except WorkerLost:
             raise
         finally:
-            if not session.lost:
-                runs = list(session.exchange({"op": "end"}, budget=5.0))
-                job["runs"] = runs[0].get("runs", 0) if runs else 0
+            if not session.lost:  # the program's processes are gone before its verdict is out
+                list(session.exchange({"op": "end"}, budget=5.0))
 
     @staticmethod
     def load_failure(load, limits):
@@ -214,7 +218,7 @@ class Judge:
 
     def run_tests(self, tests, todo, ns, session, limits, emit):
         k = 0
-        while k < len(todo):
+        while k < len(todo) and not getattr(emit, "stopped", False):
             test = tests[todo[k]]
             if test["kind"] == "call":  # a run of call tests of one function: one batch
                 j = k
@@ -302,35 +306,38 @@ class Judge:
     def call_tests(self, tests, indices, session, limits, emit):
         """EvalPlus-style tests fn(*args) == expected, sent as batches; compared here."""
         pending = list(indices)
-        while pending:
-            batch, chars = [], 0
-            for i in pending:
-                size = len(json.dumps(tests[i]["args"]))
-                if batch and (len(batch) >= _BATCH_ITEMS or chars + size > _BATCH_CHARS):
-                    break
-                batch.append(i)
-                chars += size
+        cap = 1 if hasattr(emit, "stopped") else _BATCH_ITEMS  # fail fast: 1, 8, 64, ... at a time
+        packed = True
+        while pending and not getattr(emit, "stopped", False):
             if time.monotonic() >= session.deadline:
                 for i in pending:
                     emit(i, _timeout("program", limits))
                 return
-            answered = 0
+            batch = _batch(tests, pending, cap)
+            answered, again = 0, False
             for k, frame in session.calls(tests[batch[0]]["fn"], [tests[i]["args"] for i in batch],
-                                          limits.per_test_timeout):
+                                          limits.per_test_timeout, packed):
                 if k != answered:
+                    break
+                if packed and ("timeout" in frame or "crash" in frame):
+                    # answers the child was gathering died with it: from here, run again with
+                    # one answer per frame, to learn which call it was
+                    packed, again = False, True
                     break
                 emit(batch[k], self.call_verdict(tests[batch[k]], frame, session, limits))
                 answered += 1
                 if "timeout" in frame or "crash" in frame:
                     break
-            if answered == 0:  # no answer at all: the worker failed this batch's first test
+            if answered == 0 and not again:  # no answer at all: the worker failed it
                 emit(batch[0], result("error", "the program gave no answer"))
                 answered = 1
             pending = pending[answered:]
+            cap = min(_BATCH_ITEMS, cap * 8)
 
     @staticmethod
     def call_verdict(test, frame, session, limits):
         dt = float(frame.get("dt") or 0.0)
+        seen = session.handles_seen
         try:
             actual = session.result(frame)
         except ProgramTimeout as e:
@@ -342,7 +349,7 @@ class Judge:
         except Exception as e:
             return dict(_remote_error(getattr(e, "_remote", {})), duration=dt)
         raw = frame["v"]
-        if not session.is_plain(raw):
+        if session.handles_seen != seen:
             return result("failed", f"Actual output is not a plain value: {short(actual)}",
                           duration=dt)
         if "expected" not in test:
@@ -380,6 +387,38 @@ class Judge:
         if compare.stdio_equal(out, test["expected_stdout"], test.get("float_tol", 1e-6)):
             return result("passed", actual=out, duration=dt)
         return result("failed", f"Actual output: {short(out)}", actual=out, duration=dt)
+
+
+def _batch(tests, pending, cap):
+    """The first tests of `pending` for one request: at most `cap` of them, and _BATCH_CHARS
+    of arguments (at least one)."""
+    batch, chars = [], 0
+    for i in pending[:cap]:
+        size = len(json.dumps(tests[i]["args"]))
+        if batch and chars + size > _BATCH_CHARS:
+            break
+        batch.append(i)
+        chars += size
+    return batch
+
+
+def _stop_at_first_failure(emit, tests, todo):
+    """`emit` that, after the first result that is not a pass, reports the rest as skipped
+    (its `stopped` attribute tells the runners to stop)."""
+    rest = dict.fromkeys(todo)  # (ordered)
+
+    def emit_until_failure(i, res):
+        if emit_until_failure.stopped:
+            return
+        emit(i, res)
+        rest.pop(i, None)
+        if res["status"] != "passed":
+            emit_until_failure.stopped = True
+            for k in rest:
+                emit(k, result("skipped", "not run: an earlier test did not pass (fail_fast)"))
+
+    emit_until_failure.stopped = False
+    return emit_until_failure
 
 
 _value_classes_cache = {}
@@ -515,10 +554,14 @@ def main():
                 return 3
             if buffer:
                 send({"t": "res", "r": buffer})
-            send({"t": "done", "id": job["id"], "runs": job.get("runs", 0)})
-    finally:
-        worker.kill()
-        worker.wait()
+            send({"t": "done", "id": job["id"]})
+    finally:  # EOF lets the worker clean up after itself (its private dir, without namespaces)
+        worker.stdin.close()
+        try:
+            worker.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def _decode_expected(job):

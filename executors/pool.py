@@ -231,7 +231,8 @@ class ExecutionPool:
         program = job["program"]
         return {"id": seq, "code": program.code, "setup": program.setup_code,
                 "tests": [spec for spec, _ in job["specs"] if spec is not None],
-                "limits": self.limits.to_dict(), "timeout": timeout, "start": start}
+                "limits": self.limits.to_dict(), "timeout": timeout, "start": start,
+                "fail_fast": bool(program.fail_fast)}
 
 
 def _test_spec(test):

@@ -18,6 +18,7 @@ import time
 _LEN = struct.Struct(">I")
 MAC_SIZE = 32
 MAX_FRAME = 64 * 1024 * 1024
+_READ = 1 << 16
 
 
 class ChannelError(Exception):
@@ -88,14 +89,14 @@ class FrameReader:
                 return frame
             if self.eof:
                 raise ChannelError("closed" if not self.buf else "truncated frame")
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Timeout()
+            if deadline is not None:  # (a deadline already past still polls once)
+                left = max(0.0, deadline - time.monotonic())
                 ready, _, _ = select.select([self.fd], [], [], left)
                 if not ready:
                     raise Timeout()
-            chunk = os.read(self.fd, 1 << 20)
+            # (a small read: os.read allocates its whole size up front, every call)
+            need = _LEN.size + _LEN.unpack_from(self.buf)[0] - len(self.buf) if len(self.buf) >= _LEN.size else 0
+            chunk = os.read(self.fd, min(max(need, _READ), self.max_frame + _LEN.size))
             if not chunk:
                 self.eof = True
             self.buf += chunk

@@ -74,7 +74,7 @@ class Session:
         self.gen = 0                    # the child generation answers come from
         self.last = NOTHING             # raw encoding of the last value a call returned
         self._proxies = {}
-        self._handles_seen = 0
+        self.handles_seen = 0
         self.lost = False
 
     # -- transport --------------------------------------------------------------------------
@@ -110,9 +110,18 @@ class Session:
                     raise WorkerLost(f"{type(e).__name__}: {e}") from None
                 if not isinstance(frame, dict) or frame.get("n") != nonce:
                     continue
-                got += 1
                 if "g" in frame:
                     self.gen = frame["g"]
+                if type(frame.get("items")) is list and type(frame.get("i")) is int:
+                    first = frame["i"]  # several answers of a "calls" request
+                    for k, item in enumerate(frame["items"]):
+                        if isinstance(item, dict):
+                            item["i"] = first + k
+                            item["g"] = self.gen
+                            yield item
+                    got += len(frame["items"])
+                    continue
+                got += 1
                 yield frame
                 if "timeout" in frame or "crash" in frame:
                     return
@@ -148,12 +157,12 @@ class Session:
 
     def is_plain(self, raw):
         """Whether an encoded value holds no handles (a plain value to report as `actual`)."""
-        seen = self._handles_seen
+        seen = self.handles_seen
         try:
             self.decode(raw)
         except BaseException:
             return False
-        return self._handles_seen == seen
+        return self.handles_seen == seen
 
     def describe(self, raw):
         """Short text of an encoded value for messages (never raises)."""
@@ -168,7 +177,7 @@ class Session:
     def _proxy(self, payload):
         if type(payload) is not list or len(payload) != 3 or type(payload[0]) is not int:
             raise ValueError("bad handle")
-        self._handles_seen += 1
+        self.handles_seen += 1
         key = (self.gen, payload[0])
         proxy = self._proxies.get(key)
         if proxy is None:
@@ -210,10 +219,12 @@ class Session:
     def op(self, name, *args):
         return self.request({"op": name, "a": self.encode(list(args))})
 
-    def calls(self, name, arg_lists, budget):
+    def calls(self, name, arg_lists, budget, packed=True):
         """Answers for name(*args) for each of `arg_lists` (encoded), one request, each call
-        within `budget` seconds: yields (index, answer frame) until one times out or crashes."""
-        msg = {"op": "calls", "f": ["g", name], "a": arg_lists}
+        within `budget` seconds: yields (index, answer frame) until one times out or crashes.
+        `packed`: the child may send several answers per frame (it then sends them only every
+        few ms, so a timeout is known to lie at or after the first unanswered call)."""
+        msg = {"op": "calls", "f": ["g", name], "a": arg_lists, "p": packed}
         for frame in self.exchange(msg, count=len(arg_lists), budget=budget):
             yield frame.get("i"), frame
 

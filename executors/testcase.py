@@ -92,6 +92,9 @@ class Program:
     tests: List[TestCase]
     setup_code: str = ""
     timeout: Optional[float] = None  # whole-program wall time; default from the pool's limits
+    # stop at the first test that does not pass (the rest: "skipped"), as EvalPlus's fast check
+    # does: enough for pass/fail (pass@k), not for the fraction of tests passed (RL rewards)
+    fail_fast: bool = False
 
 
 @dataclasses.dataclass
@@ -101,7 +104,7 @@ class TestResult:
 
     __test__ = False
 
-    status: str               # passed | failed | error | timeout
+    status: str               # passed | failed | error | timeout | skipped (after fail_fast)
     message: str = ""
     actual: Any = None
     traceback: str = ""

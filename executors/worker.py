@@ -321,11 +321,14 @@ class Worker:
             self.stop_child()
             yield {"crash": f"the program stopped reading requests ({e.strerror})"}
             return
-        for i in range(expect):
-            began = time.monotonic()
+        began, i = time.monotonic(), 0
+        while i < expect:  # every frame within the budget of the one before
             try:
                 frame = child.reader.read(min(began + budget, self.deadline))
-                if not isinstance(frame, dict) or (expect > 1 and frame.get("i") != i):
+                if not isinstance(frame, dict):
+                    raise protocol.ChannelError("malformed frame")
+                if expect > 1 and (frame.get("i") != i or type(frame.get("items")) is not list
+                                   or not frame["items"]):
                     raise protocol.ChannelError("out-of-order frame")
             except protocol.Timeout:
                 which = "test" if time.monotonic() < self.deadline else "program"
@@ -337,7 +340,10 @@ class Worker:
                 self.stop_child()
                 yield {"crash": message, "i": i, "dt": time.monotonic() - began}
                 return
-            frame.update(g=self.runs, dt=time.monotonic() - began)
+            now = time.monotonic()
+            frame.update(g=self.runs, dt=now - began)
+            began = now
+            i += len(frame["items"]) if expect > 1 else 1
             yield frame
 
     def _fresh_child(self, stdin=None):
@@ -579,14 +585,24 @@ def main(argv=None):
     os.close(null)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)  # as PID 1, default disposition = immune from inside
-    if os.getuid() == 0:  # never run programs as root, with or without namespaces
-        if args.uid <= 0:
-            raise SystemExit("--uid must be an unprivileged uid")
-        drop_root(args.uid, keep_read_access=args.mode == "none")
-    calls = [(_PR_SET_DUMPABLE, 0)]  # programs run as our uid: no ptrace or /proc/1/mem on us
-    if os.getpid() != 1:
-        calls += [(_PR_SET_CHILD_SUBREAPER, 1), (_PR_SET_PDEATHSIG, signal.SIGKILL)]
-    _prctl(*calls)
+    if os.getuid() == 0 and args.uid <= 0:
+        raise SystemExit("--uid must be an unprivileged uid")
+    if os.getuid() == 0 and args.mode == "bwrap" and os.getpid() == 1:
+        # Root inside bubblewrap (which already set no_new_privs): the uid change alone makes
+        # us non-dumpable (suid_dumpable), so no ctypes is ever loaded into this process, whose
+        # memory every child inherits.
+        os.setgroups([])
+        os.setresgid(args.uid, args.uid, args.uid)
+        os.setresuid(args.uid, args.uid, args.uid)
+    else:
+        if os.getuid() == 0:  # never run programs as root, with or without namespaces
+            drop_root(args.uid, keep_read_access=args.mode == "none")
+        # programs run as our uid: no ptrace or /proc/<pid>/mem on us (this loads ctypes, which
+        # a program could then reach: see executors/README.md, "Without namespaces")
+        calls = [(_PR_SET_DUMPABLE, 0)]
+        if os.getpid() != 1:
+            calls += [(_PR_SET_CHILD_SUBREAPER, 1), (_PR_SET_PDEATHSIG, signal.SIGKILL)]
+        _prctl(*calls)
     for name in PRELOAD:
         try:
             __import__(name)
