@@ -13,7 +13,7 @@ import collections
 import json
 import sys
 
-from executors import ExecutionPool, Program, TestCase
+from executors import ExecutionPool, Program, SandboxUnavailable, TestCase
 
 
 def parse_line(text, lineno):
@@ -62,14 +62,25 @@ def main(argv=None):
     ap.add_argument("--per-test-timeout", type=float, default=3.0)
     ap.add_argument("--memory-mb", type=int, default=2048)
     ap.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default="auto")
+    ap.add_argument("--allow-unsandboxed", action="store_true",
+                    help="run without namespaces where bubblewrap cannot (verdicts can then be "
+                         "forged; refused without this flag)")
     ap.add_argument("--progress", action="store_true", help="show a progress bar")
     args = ap.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         ap.error("--workers must be at least 1")
+    try:  # before any file is opened or created
+        pool = ExecutionPool(workers=args.workers, per_test_timeout=args.per_test_timeout,
+                             memory_mb=args.memory_mb, sandbox=args.sandbox,
+                             allow_unsandboxed=args.allow_unsandboxed)
+    except SandboxUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         inp = open(args.input, encoding="utf-8", errors="replace")
     except OSError as e:
         print(f"error: cannot read {args.input}: {e}", file=sys.stderr)
+        pool.close()
         return 2
     try:
         out = open(args.output, "w" if args.overwrite else "x", encoding="utf-8")
@@ -77,10 +88,10 @@ def main(argv=None):
         inp.close()
         why = "exists; pass --overwrite to replace it" if isinstance(e, FileExistsError) else str(e)
         print(f"error: {args.output} {why}", file=sys.stderr)
+        pool.close()
         return 2
     n_lines = n_passed = 0
-    with inp, out, ExecutionPool(workers=args.workers, per_test_timeout=args.per_test_timeout,
-                                 memory_mb=args.memory_mb, sandbox=args.sandbox) as pool:
+    with inp, out, pool:
         window = collections.deque()  # bounded look-ahead keeps memory flat on huge inputs
         limit = 8 * pool.workers
 

@@ -41,8 +41,11 @@ class ExecutionPool:
       workers: number of worker processes (default: CPU count).
       per_test_timeout, load_timeout, program_timeout, memory_mb, file_size_mb,
         max_open_files, max_processes, max_output_bytes: see `executors.limits.Limits`.
-      sandbox: "auto" (bubblewrap if it works here, else warn once and run without namespaces),
-        "bwrap" (raise if unavailable) or "none".
+      sandbox: "auto" (bubblewrap if it works here, else as "none"), "bwrap" (raise if
+        unavailable) or "none" (no namespaces).
+      allow_unsandboxed: without it, running without namespaces (sandbox="none", or "auto"
+        where bubblewrap cannot run) raises SandboxUnavailable, naming the fix: such verdicts
+        can be forged. With it, the pool warns loudly once and runs them anyway.
       cache_size: in-memory LRU entries (0 disables); cache_dir: optional on-disk cache.
       python: interpreter for the workers (default: this one).
       max_jobs_per_worker: a worker is replaced after this many programs.
@@ -59,7 +62,8 @@ class ExecutionPool:
                  load_timeout=10.0, sandbox="auto", cache_size=10_000, cache_dir=None,
                  file_size_mb=16, max_open_files=256, max_processes=128,
                  max_output_bytes=1 << 20, python=None, max_jobs_per_worker=2000, tmp_mb=64,
-                 start_timeout=60.0, cgroups="auto", max_reply_bytes=protocol.MAX_FRAME):
+                 start_timeout=60.0, cgroups="auto", max_reply_bytes=protocol.MAX_FRAME,
+                 allow_unsandboxed=False):
         if min(per_test_timeout, load_timeout, program_timeout) <= 0:
             raise ValueError("timeouts must be positive")
         self.limits = Limits(per_test_timeout=float(per_test_timeout),
@@ -70,7 +74,7 @@ class ExecutionPool:
                              max_output_bytes=int(max_output_bytes))
         self.python = python or sys.executable
         self.tmp_mb = int(tmp_mb)
-        self.sandbox = sandbox_mod.resolve(sandbox, self.python, self.tmp_mb)
+        self.sandbox = sandbox_mod.resolve(sandbox, self.python, self.tmp_mb, allow_unsandboxed)
         own_mb = cgroups_mod.WORKER_MB + (self.tmp_mb if self.sandbox == "bwrap" else 0)
         self._cgroups, self.cgroups, self.cgroups_reason = cgroups_mod.resolve(
             cgroups, (self.limits.memory_mb + own_mb) << 20, self.limits.max_processes,

@@ -162,23 +162,37 @@ def probe_bwrap(python, tmp_mb=64, timeout=30.0):
         return result
 
 
-_WITHOUT_NAMESPACES = ("programs run without namespaces; rlimits, deadlines and an audit hook "
-                       "(no processes, signals, sockets or writes outside a private dir) still "
-                       "apply, but host files are readable")
+_WITHOUT_NAMESPACES = ("programs run without namespaces, under an unprivileged uid when the pool "
+                       "runs as root; rlimits, deadlines and an audit hook (no processes, signals, "
+                       "sockets or writes outside a private dir) still apply, but host files are "
+                       "readable and a determined program can get past an audit hook")
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install -y bubblewrap`) and allow "
+                "unprivileged user namespaces (`sysctl -w kernel.unprivileged_userns_clone=1`), "
+                "or run as root")
 
 
-def resolve(mode, python, tmp_mb=64):
-    """'bwrap' or 'none' for a requested mode; warns once when namespaces are not used."""
+def resolve(mode, python, tmp_mb=64, allow_unsandboxed=False):
+    """'bwrap' or 'none' for a requested mode. Without namespaces (asked for, or "auto" where
+    bubblewrap cannot run) it raises SandboxUnavailable unless `allow_unsandboxed`, and then
+    warns loudly, once: scores and rewards from such runs are only as trustworthy as the
+    programs."""
     if mode not in MODES:
         raise ValueError(f"sandbox must be one of {MODES}, got {mode!r}")
     if mode == "none":
-        warn_once("none", f"executors: sandbox='none': {_WITHOUT_NAMESPACES}")
-        return "none"
-    ok, why = probe_bwrap(python, tmp_mb)
-    if ok:
-        return "bwrap"
-    if mode == "bwrap":
-        raise SandboxUnavailable(f"bubblewrap sandbox unavailable: {why}")
-    warn_once("auto", f"executors: namespaces unavailable ({why}): {_WITHOUT_NAMESPACES}. "
-                      "Install bubblewrap (and allow user namespaces) to isolate them.")
+        why = "sandbox='none' was asked for"
+    else:
+        ok, why = probe_bwrap(python, tmp_mb)
+        if ok:
+            return "bwrap"
+        if mode == "bwrap":
+            raise SandboxUnavailable(f"bubblewrap sandbox unavailable: {why}. To fix: "
+                                     f"{INSTALL_HINT}.")
+        why = f"namespaces unavailable ({why})"
+    if not allow_unsandboxed:
+        raise SandboxUnavailable(
+            f"executors: refusing to run untrusted programs without a sandbox: {why}. Without "
+            f"namespaces {_WITHOUT_NAMESPACES}, so a verdict (and a reward) could be forged. To "
+            f"fix: {INSTALL_HINT}; or pass allow_unsandboxed=True to accept the risk.")
+    warn_once(mode, f"executors: UNSANDBOXED ({why}, allow_unsandboxed=True): "
+                    f"{_WITHOUT_NAMESPACES}. To isolate them: {INSTALL_HINT}.")
     return "none"

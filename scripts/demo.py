@@ -45,13 +45,18 @@ def program_code(problem, text: str) -> str:
 def score(problems, completions):
     """pass@1 per problem via the sandboxed pool, or None where `executors` is not importable."""
     try:
-        from executors import ExecutionPool, Program, TestCase
+        from executors import ExecutionPool, Program, SandboxUnavailable, TestCase
     except ImportError as err:
         print(f"(executors not importable: {err}; skipping scoring)")
         return None
     programs = [Program(p["task_id"], program_code(p, c), [TestCase.check(p["test"], p["entry_point"])])
                 for p, c in zip(problems, completions)]
-    with ExecutionPool(workers=2, per_test_timeout=5.0) as pool:
+    try:  # model-written code: never run without the sandbox
+        pool = ExecutionPool(workers=2, per_test_timeout=5.0)
+    except SandboxUnavailable as err:
+        print(f"(skipping scoring: {err})")
+        return None
+    with pool:
         return [r.passed for r in pool.run(programs)]
 
 

@@ -31,6 +31,8 @@ flags.DEFINE_float("per_test_timeout", 3.0, "Seconds one test may run (MBPP+ rai
 flags.DEFINE_string("cache_dir", None, "Where MBPP+ expected outputs are cached "
                     "(default ~/.cache/ledex_jax).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing results file.")
+flags.DEFINE_bool("allow_unsandboxed", False, "Score samples without namespaces where bubblewrap "
+                  "cannot run (a sample could then forge its verdict; refused without this flag).")
 FLAGS = flags.FLAGS
 
 
@@ -63,7 +65,7 @@ def write_results(path: Path, rows, overwrite: bool) -> None:
 
 def main(argv):
     del argv
-    from executors import ExecutionPool
+    from executors import ExecutionPool, SandboxUnavailable
     from ledex_jax.data.benchmarks import BenchmarkDataError, load_benchmark, normalize_task_id
     from ledex_jax.evaluate.functional import score_samples
     from ledex_jax.evaluate.pass_at_k import count_correct, mean_pass_at_k, parse_ks
@@ -98,7 +100,12 @@ def main(argv):
                              f"the fewest here is {fewest}. Lower --k.")
     per_test = max([FLAGS.per_test_timeout] + [p.metadata.get("per_test_time_limit", 0.0)
                                                for p in problems.values()])
-    with ExecutionPool(workers=FLAGS.workers, per_test_timeout=per_test) as pool:
+    try:
+        pool = ExecutionPool(workers=FLAGS.workers, per_test_timeout=per_test,
+                             allow_unsandboxed=FLAGS.allow_unsandboxed)
+    except SandboxUnavailable as err:
+        raise app.UsageError(str(err))
+    with pool:
         results = score_samples(problems, samples, pool, progress=True)
     write_results(out_path, (r.to_json() for r in results), FLAGS.overwrite)
 

@@ -184,7 +184,7 @@ def test_a_pool_never_closed_leaves_no_cgroup_behind():
     code = textwrap.dedent("""
         import os, sys
         from executors import ExecutionPool
-        pool = ExecutionPool(workers=2, sandbox="auto", cache_size=0)
+        pool = ExecutionPool(workers=2, sandbox="auto", cache_size=0, allow_unsandboxed=True)
         if pool.cgroups is None:
             sys.exit(3)
         print(" ".join(os.path.dirname(p) for box in pool.worker_cgroups() for p in box.paths))
@@ -206,7 +206,7 @@ def test_a_pool_never_closed_leaves_no_cgroup_behind():
 def test_plain_workers_get_cgroups_too():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        pool = ExecutionPool(sandbox="none", **dict(KW, memory_mb=256))
+        pool = ExecutionPool(sandbox="none", allow_unsandboxed=True, **dict(KW, memory_mb=256))
     with pool:
         if pool.cgroups is None:
             pytest.skip(f"no cgroups here: {pool.cgroups_reason}")

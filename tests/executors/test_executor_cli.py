@@ -71,3 +71,16 @@ def test_cli_missing_input(tmp_path):
     proc = cli("--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "out.jsonl"))
     assert proc.returncode == 2 and "cannot read" in proc.stderr
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_cli_refuses_to_run_without_namespaces_unless_allowed(tmp_path):
+    inp, out = tmp_path / "jobs.jsonl", tmp_path / "results.jsonl"
+    inp.write_text(json.dumps({"id": "a", "program": ADD, "tests": ["assert add(1, 1) == 2"]}) + "\n")
+    proc = cli("--input", str(inp), "--output", str(out), "--sandbox", "none", "--workers", "1")
+    assert proc.returncode == 2 and "--allow-unsandboxed" not in proc.stdout
+    assert "refusing to run untrusted programs without a sandbox" in proc.stderr
+    assert "apt-get install -y bubblewrap" in proc.stderr and not out.exists()
+    proc = cli("--input", str(inp), "--output", str(out), "--sandbox", "none", "--workers", "1",
+               "--allow-unsandboxed")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["passed"] is True and "UNSANDBOXED" in proc.stderr

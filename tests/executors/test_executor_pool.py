@@ -186,7 +186,7 @@ def test_all_humaneval_canonical_solutions_pass_and_stubs_fail():
                     [TestCase.check(p["test"], p["entry_point"])]) for p in problems]
     stubs = [Program(p["task_id"], p["prompt"] + "    return None\n",
                      [TestCase.check(p["test"], p["entry_point"])]) for p in problems]
-    with ExecutionPool(**dict(POOL_KW, per_test_timeout=10.0)) as pool:  # HumanEval/75 is slow
+    with ExecutionPool(allow_unsandboxed=True, **dict(POOL_KW, per_test_timeout=10.0)) as pool:  # HumanEval/75 is slow
         results = pool.run(good + stubs)
     assert all(r.passed for r in results[:len(good)]), [
         (r.id, r.tests[0].message) for r in results[:len(good)] if not r.passed]
@@ -204,7 +204,8 @@ def test_mbpp_reference_solutions(bwrap_pool, shared_data_dir):
         entry = entry_point_of(r["code"], tests) or ""  # MBPP/126 tests its own `sum`
         programs.append(Program(str(r["task_id"]), r["code"], [A(t, entry) for t in tests],
                                 setup_code=r["test_setup_code"], timeout=30))
-    with ExecutionPool(**dict(POOL_KW, per_test_timeout=15.0, program_timeout=60.0)) as pool:
+    with ExecutionPool(allow_unsandboxed=True,
+                       **dict(POOL_KW, per_test_timeout=15.0, program_timeout=60.0)) as pool:
         results = pool.run(programs)
     failing = {r.id for r in results if not r.passed}
     # known upstream quirks (see the data README): set order (642; 341's small-int sets keep
@@ -254,7 +255,7 @@ def test_futures(any_pool):
 
 
 def test_cancelling_a_submission_does_not_strand_its_duplicates():
-    with ExecutionPool(**dict(POOL_KW, workers=1, cache_size=100)) as pool:
+    with ExecutionPool(allow_unsandboxed=True, **dict(POOL_KW, workers=1, cache_size=100)) as pool:
         blocker = pool.submit(Program("sleep", "import time\ndef f():\n    time.sleep(0.5)\n"
                                                "    return 1\n", [A("assert f() == 1")]))
         first = pool.submit(Program("x", ADD, [A("assert add(2, 3) == 5")]))
@@ -269,7 +270,7 @@ def test_result_cache_in_memory_and_on_disk(tmp_path):
     kw = dict(POOL_KW, workers=1, cache_size=100, cache_dir=str(tmp_path / "cache"))
     prog = Program("a", ADD, [A("assert add(1, 2) == 3"), A("assert add(1, 1) == 3")])
     loop = Program("loop", "def f():\n    while True:\n        pass\n", [A("assert f() == 1")])
-    with ExecutionPool(sandbox="auto", **kw) as pool:
+    with ExecutionPool(sandbox="auto", allow_unsandboxed=True, **kw) as pool:
         first = pool.run([prog])[0]
         again = pool.run([Program("b", prog.code, prog.tests)])[0]
         assert not first.cached and again.cached and again.id == "b"
@@ -286,10 +287,11 @@ def test_result_cache_in_memory_and_on_disk(tmp_path):
         twin_results = [f.result() for f in twins]
         assert [r.id for r in twin_results] == ["twin0", "twin1", "twin2"]
         assert sum(r.cached for r in twin_results) == 2 and all(r.passed for r in twin_results)
-    with ExecutionPool(sandbox="auto", **kw) as fresh:  # new process state, same directory
+    with ExecutionPool(sandbox="auto", allow_unsandboxed=True, **kw) as fresh:  # new process state, same directory
         from_disk = fresh.run([prog])[0]
         assert from_disk.cached and from_disk.tests[1].actual == 2
-    with ExecutionPool(sandbox="auto", **dict(kw, memory_mb=kw["memory_mb"] + 1)) as other_limits:
+    with ExecutionPool(sandbox="auto", allow_unsandboxed=True,
+                       **dict(kw, memory_mb=kw["memory_mb"] + 1)) as other_limits:
         assert not other_limits.run([prog])[0].cached  # limits are part of the key
 
 
@@ -325,16 +327,20 @@ def test_inside_the_sandbox(bwrap_pool):
     assert r.passed, [(t.test, t.message) for t in r.tests if t.status != "passed"]
 
 
-def test_no_namespace_fallback_warns_once_and_still_enforces_limits(monkeypatch):
+def test_no_namespace_fallback_is_refused_unless_allowed_then_warns_once(monkeypatch):
     monkeypatch.setattr(sandbox_mod, "probe_bwrap", lambda *a, **k: (False, "no user namespaces"))
     monkeypatch.setattr(sandbox_mod, "_warned", set())
-    with pytest.raises(SandboxUnavailable, match="no user namespaces"):
+    with pytest.raises(SandboxUnavailable, match="no user namespaces.*apt-get install -y bubblewrap"):
         ExecutionPool(sandbox="bwrap", **POOL_KW)
-    with pytest.warns(RuntimeWarning, match="namespaces unavailable .no user namespaces"):
-        pool = ExecutionPool(sandbox="auto", **POOL_KW)
+    for mode in ("auto", "none"):  # never without namespaces unless the caller says so
+        with pytest.raises(SandboxUnavailable, match="refusing to run untrusted programs without "
+                                                     "a sandbox.*allow_unsandboxed=True"):
+            ExecutionPool(sandbox=mode, **POOL_KW)
+    with pytest.warns(RuntimeWarning, match="UNSANDBOXED .namespaces unavailable .no user namespaces"):
+        pool = ExecutionPool(sandbox="auto", allow_unsandboxed=True, **POOL_KW)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        second = ExecutionPool(sandbox="auto", **POOL_KW)  # no second warning
+        second = ExecutionPool(sandbox="auto", allow_unsandboxed=True, **POOL_KW)  # warned once
     second.close()
     with pool:
         assert pool.sandbox == "none"
@@ -359,7 +365,7 @@ def test_warning_is_issued_once_per_process():
         warnings.simplefilter("always")
         with warnings.catch_warnings(record=True) as caught:
             for _ in range(3):
-                ExecutionPool(workers=1, sandbox="none").close()
+                ExecutionPool(workers=1, sandbox="none", allow_unsandboxed=True).close()
         print(sum("without namespaces" in str(w.message) for w in caught))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -369,7 +375,7 @@ def test_warning_is_issued_once_per_process():
 
 
 def test_close_stops_the_workers():
-    pool = ExecutionPool(**dict(POOL_KW, workers=1))
+    pool = ExecutionPool(allow_unsandboxed=True, **dict(POOL_KW, workers=1))
     pids = pool.worker_pids()
     assert pids
     pool.close()
