@@ -600,23 +600,6 @@ ROUND2 = {
             gc.collect()
             return out
         """,
-    "test_names_rebound_in_the_programs_globals": """
-        from fractions import Fraction
-        import collections
-        class Yes(dict):
-            def __eq__(self, other):
-                return True
-            __hash__ = None
-        collections.Counter = Yes
-        Counter = Yes
-        Fraction = lambda *a: "garbage"
-        def reference(x):
-            return "garbage"
-        def all(*a):
-            return True
-        def f(x):
-            return "garbage"
-        """,
     "harness_module_reimported_and_patched": """
         import sys, importlib
         for name in ("executors.child", "executors.values", "executors.protocol"):
@@ -664,14 +647,31 @@ def test_round2_a_wrong_program_cannot_make_the_judge_pass_it(any_pool, name):
     assert_healthy(any_pool)
 
 
+ANCESTORS = """
+import os
+
+def ancestors(n=4):
+    # the worker, the judge, the pool (and whatever started it), by parent pid
+    pid, out = os.getppid(), []
+    for _ in range(n):
+        out.append(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            break
+    return out
+"""
+
+
 def test_round2_a_program_cannot_speak_for_the_next_one(plain_pool):
     """Without namespaces, a program writes forged answers into every pipe it can open of its
     worker, judge and pool (through /proc); the next, unrelated wrong program still fails."""
-    forger = """
-        import os, json, struct
+    forger = ANCESTORS + textwrap.dedent("""
+        import json, struct
         def f(x):
-            pid, written = os.getppid(), 0
-            for _ in range(4):  # worker, judge, pool
+            written = 0
+            for pid in ancestors():
                 for fd in range(0, 32):
                     for answer in ({"v": 2}, {"t": "res", "r": [[0, {"status": "passed"}]]},
                                    {"t": "done"}):
@@ -682,13 +682,8 @@ def test_round2_a_program_cannot_speak_for_the_next_one(plain_pool):
                                 written += 1
                         except OSError:
                             pass
-                try:
-                    with open(f"/proc/{pid}/stat") as stat:
-                        pid = int(stat.read().rsplit(")", 1)[1].split()[1])
-                except OSError:
-                    break
             return written
-        """
+        """)
     wrong = "def f(x):\n    return x\n"
     for _ in range(3):
         first = run_one(plain_pool, forger, [A("assert f(1) == 2", "f")])
@@ -698,28 +693,22 @@ def test_round2_a_program_cannot_speak_for_the_next_one(plain_pool):
     assert_healthy(plain_pool)
 
 
-def test_round2_the_pools_memory_and_environment_are_unreadable(plain_pool, monkeypatch):
+def test_round2_the_pools_memory_and_environment_are_unreadable(plain_pool):
     """Without namespaces: the trainer's, judge's and worker's /proc files stay closed to the
     program (another uid, or not dumpable)."""
-    code = """
-        import os
+    code = ANCESTORS + textwrap.dedent("""
         def f(x):
-            found, pid = [], os.getppid()
-            for _ in range(4):
-                for name in ("environ", "mem", "cmdline", "maps"):
+            found = []
+            for pid in ancestors():
+                for name in ("environ", "mem", "maps"):
                     try:
                         with open(f"/proc/{pid}/{name}", "rb") as fh:
-                            if name != "cmdline" and fh.read(1):
+                            if fh.read(1):
                                 found.append(f"{pid}/{name}")
                     except OSError:
                         pass
-                try:
-                    with open(f"/proc/{pid}/stat") as stat:
-                        pid = int(stat.read().rsplit(")", 1)[1].split()[1])
-                except OSError:
-                    break
             return found
-        """
+        """)
     result = run_one(plain_pool, code, [TestCase.call("f", [1], [])])
     assert result.passed, result.tests[0].actual
 
