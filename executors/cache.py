@@ -14,20 +14,17 @@ import threading
 from executors import values
 from executors.testcase import NO_EXPECTED, ExecutionResult
 
-CACHE_VERSION = 2  # 2: every verdict from the judge process
+CACHE_VERSION = 3  # 2: every verdict from the judge process; 3: keyed by test specs
 
 
-def _test_fingerprint(t):
-    return [t.kind, t.source, t.entry_point, values.encode(list(t.args)),
-            None if t.expected is NO_EXPECTED else values.encode(t.expected),
-            t.expected is NO_EXPECTED, t.atol, t.stdin, t.expected_stdout, t.float_tol]
-
-
-def cache_key(program, limits, timeout, sandbox):
-    """sha256 hex digest identifying a run; ValueError/TypeError if the tests are not plain."""
+def cache_key(program, limits, timeout, sandbox, specs):
+    """sha256 hex digest identifying a run. `specs`: each test as the judge receives it
+    ((spec, None), or (None, why it is invalid): see pool._test_spec), its encoded values
+    included."""
     blob = json.dumps([CACHE_VERSION, sandbox, program.code, program.setup_code, timeout,
-                       bool(program.fail_fast),
-                       limits.to_dict(), [_test_fingerprint(t) for t in program.tests]],
+                       bool(program.fail_fast), limits.to_dict(),
+                       [spec if spec is not None else [t.kind, t.source, why]
+                        for t, (spec, why) in zip(program.tests, specs)]],
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -59,7 +56,7 @@ class ResultCache:
         return None
 
     def put(self, key, result):
-        if not cacheable(result):
+        if not cacheable(result) or (self.max_entries <= 0 and not self.directory):
             return
         result = copy.deepcopy(result)
         self._remember(key, result)

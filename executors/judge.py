@@ -15,7 +15,6 @@ Protocol with the pool (length-prefixed JSON frames on stdin/stdout): a config f
 import builtins
 import collections
 import importlib
-import json
 import linecache
 import os
 import random
@@ -110,6 +109,7 @@ class Judge:
         self.worker_reader = worker_reader
         self.rng = random.SystemRandom()
         self.code_cache = collections.OrderedDict()
+        self.session = None
 
     def compiled(self, source):
         """Test code compiled once per distinct source; (code, None) or (None, why)."""
@@ -157,11 +157,15 @@ class Judge:
                 return
             for i in todo:
                 emit(i, dict(failure or ns))
-        except WorkerLost:
-            raise
         finally:
-            if not session.lost:  # the program's processes are gone before its verdict is out
-                list(session.exchange({"op": "end"}, budget=5.0))
+            self.session = session
+
+    def end_program(self):
+        """Have the worker kill what the last program left running (after its verdict went out,
+        before the next program is read)."""
+        session, self.session = self.session, None
+        if session is not None and not session.lost:
+            list(session.exchange({"op": "end"}, budget=5.0))
 
     @staticmethod
     def load_failure(load, limits):
@@ -394,7 +398,7 @@ def _batch(tests, pending, cap):
     of arguments (at least one)."""
     batch, chars = [], 0
     for i in pending[:cap]:
-        size = len(json.dumps(tests[i]["args"]))
+        size = int(tests[i].get("size") or 0)
         if batch and chars + size > _BATCH_CHARS:
             break
         batch.append(i)
@@ -549,12 +553,11 @@ def main():
 
             try:
                 judge.run_job(job, emit)
+                send({"t": "done", "id": job["id"], "r": buffer})
+                judge.end_program()
             except WorkerLost as e:
                 print(f"executors: lost the sandbox worker: {e}", file=sys.stderr)
                 return 3
-            if buffer:
-                send({"t": "res", "r": buffer})
-            send({"t": "done", "id": job["id"]})
     finally:  # EOF lets the worker clean up after itself (its private dir, without namespaces)
         worker.stdin.close()
         try:

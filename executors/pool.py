@@ -9,6 +9,7 @@ program's values and never runs test code.
 import concurrent.futures
 import copy
 import itertools
+import json
 import logging
 import os
 import queue
@@ -185,7 +186,7 @@ class ExecutionPool:
             raise ValueError("timeout must be positive")
         specs = [_test_spec(t) for t in program.tests]
         try:
-            key = cache_mod.cache_key(program, self.limits, timeout, self.sandbox)
+            key = cache_mod.cache_key(program, self.limits, timeout, self.sandbox, specs)
         except (TypeError, ValueError, RecursionError):
             key = None
         return {"program": program, "specs": specs, "timeout": timeout, "key": key,
@@ -202,7 +203,7 @@ class ExecutionPool:
             for test, (spec, invalid) in zip(program.tests, specs):
                 if spec is None:
                     tests.append(TestResult("error", f"invalid test: {invalid}",
-                                            test=feedback_mod.test_text(test)))
+                                            test=_test_text(test)))
                     continue
                 tests.append(_test_result(results.get(k), test))
                 k += 1
@@ -240,7 +241,24 @@ class ExecutionPool:
 
 
 def _test_spec(test):
-    """(what the judge needs to run `test`, None), or (None, why the test is invalid)."""
+    """(what the judge needs to run `test`, None), or (None, why the test is invalid). Kept on
+    the TestCase: the same tests come back with every sample of a problem (a TestCase is taken
+    as fixed once submitted)."""
+    spec = test.__dict__.get("_judge_spec")
+    if spec is None:
+        spec = test.__dict__["_judge_spec"] = _make_test_spec(test)
+    return spec
+
+
+def _test_text(test):
+    """feedback.test_text, kept on the TestCase like its spec."""
+    text = test.__dict__.get("_judge_text")
+    if text is None:
+        text = test.__dict__["_judge_text"] = feedback_mod.test_text(test)
+    return text
+
+
+def _make_test_spec(test):
     if test.kind == "assertion":
         return {"kind": "assertion", "source": test.source, "entry": test.entry_point}, None
     if test.kind == "check":
@@ -249,10 +267,12 @@ def _test_spec(test):
         return {"kind": "stdio", "stdin": test.stdin, "expected_stdout": test.expected_stdout,
                 "float_tol": test.float_tol}, None
     try:
-        spec = {"kind": "call", "fn": test.entry_point, "args": values.encode(list(test.args)),
-                "atol": test.atol}
+        args = values.encode(list(test.args))
     except (values.UnsupportedValue, RecursionError) as e:
         return None, f"the arguments are not plain values ({e})"
+    # (size: roughly the arguments' JSON length, for the judge to size its batches)
+    spec = {"kind": "call", "fn": test.entry_point, "args": args, "atol": test.atol,
+            "size": len(json.dumps(args))}
     if test.expected is not TestCase.NO_EXPECTED:
         try:
             spec["expected"] = values.encode(test.expected)
@@ -265,7 +285,7 @@ def _test_result(res, test):
     """A TestResult from the judge's result dict (None: the judge never reached the test)."""
     if not isinstance(res, dict):
         return TestResult("timeout", "Program time limit exceeded before this test ran",
-                          test=feedback_mod.test_text(test))
+                          test=_test_text(test))
     try:
         actual = values.decode(res.get("actual"))
     except ValueError:
@@ -273,7 +293,7 @@ def _test_result(res, test):
     return TestResult(status=str(res.get("status", "error")), message=str(res.get("message", "")),
                       actual=actual, traceback=str(res.get("traceback", "")),
                       duration=float(res.get("duration") or 0.0),
-                      test=str(res.get("test") or "") or feedback_mod.test_text(test))
+                      test=str(res.get("test") or "") or _test_text(test))
 
 
 class _WorkerSlot:
@@ -391,10 +411,10 @@ class _WorkerSlot:
                 frame = self.reader.read(min(time.monotonic() + patience, deadline + _JUDGE_SLACK))
             except protocol.Timeout:
                 return False
-            if frame.get("t") == "done":
-                return True
             for i, res in frame.get("r", ()):
                 results[int(i)] = res
+            if frame.get("t") == "done":
+                return True
 
     def _start(self):
         """Start the judge, which starts the sandboxed worker (the command built here)."""

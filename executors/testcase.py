@@ -26,7 +26,8 @@ KINDS = ("assertion", "check", "call", "stdio")
 
 @dataclasses.dataclass
 class TestCase:
-    """One test. Build with the constructors below rather than directly."""
+    """One test. Build with the constructors below rather than directly; once submitted to a
+    pool, a TestCase is taken as fixed (the pool keeps its encoded form on it)."""
 
     __test__ = False  # not a pytest test class
 

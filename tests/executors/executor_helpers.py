@@ -1,5 +1,6 @@
 """Helpers shared by the executor tests."""
 import os
+import time
 
 from executors import Program, TestCase
 
@@ -27,10 +28,16 @@ def descendants(pid):
     return out
 
 
-def leftover_processes(pool):
-    """Processes below the workers beyond the workers themselves (bwrap adds its monitor)."""
+def leftover_processes(pool, wait=2.0):
+    """Processes below the workers beyond the workers themselves (bwrap adds its monitor). A
+    verdict goes out just before the worker kills what its program left: allow it `wait` s."""
     extra = 1 if pool.sandbox == "bwrap" else 0
-    return {pid: descendants(pid)[extra:] for pid in pool.worker_pids()}
+    deadline = time.monotonic() + wait
+    while True:
+        left = {pid: descendants(pid)[extra:] for pid in pool.worker_pids()}
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.01)
 
 
 def assert_healthy(pool):
