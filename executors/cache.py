@@ -11,8 +11,7 @@ import os
 import tempfile
 import threading
 
-from executors import values
-from executors.testcase import NO_EXPECTED, ExecutionResult
+from executors.testcase import ExecutionResult
 
 CACHE_VERSION = 3  # 2: every verdict from the judge process; 3: keyed by test specs
 

@@ -10,7 +10,7 @@ back is a plain value or another proxy. Expected values and test code never leav
 process. EvalPlus-style call tests go over in one batch per program and are compared here.
 
 Protocol with the pool (length-prefixed JSON frames on stdin/stdout): a config frame, then
-"ready"; per job, "res" frames carrying [(test index, result)], then "done".
+"ready"; per job, "res" frames carrying [(test index, result)], then "done" with the last ones.
 """
 import builtins
 import collections

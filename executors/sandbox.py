@@ -171,6 +171,23 @@ INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install -y bubblewr
                 "or run as root")
 
 
+_PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 3, 4
+
+
+def shield_caller():
+    """Make this (the trainer's) process non-dumpable: without namespaces programs may run under
+    its uid, and /proc/<pid>/mem, environ, fd/ of a non-dumpable process are root's alone. (Side
+    effects: no core dumps; attaching a debugger needs root.) True if it took effect."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        return libc.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def resolve(mode, python, tmp_mb=64, allow_unsandboxed=False):
     """'bwrap' or 'none' for a requested mode. Without namespaces (asked for, or "auto" where
     bubblewrap cannot run) it raises SandboxUnavailable unless `allow_unsandboxed`, and then
@@ -194,5 +211,7 @@ def resolve(mode, python, tmp_mb=64, allow_unsandboxed=False):
             f"namespaces {_WITHOUT_NAMESPACES}, so a verdict (and a reward) could be forged. To "
             f"fix: {INSTALL_HINT}; or pass allow_unsandboxed=True to accept the risk.")
     warn_once(mode, f"executors: UNSANDBOXED ({why}, allow_unsandboxed=True): "
-                    f"{_WITHOUT_NAMESPACES}. To isolate them: {INSTALL_HINT}.")
+                    f"{_WITHOUT_NAMESPACES}. This process is made non-dumpable to keep its "
+                    f"memory and environment from them. To isolate them: {INSTALL_HINT}.")
+    shield_caller()
     return "none"

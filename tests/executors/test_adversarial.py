@@ -713,6 +713,28 @@ def test_round2_the_pools_memory_and_environment_are_unreadable(plain_pool):
     assert result.passed, result.tests[0].actual
 
 
+def test_round2_without_namespaces_the_trainer_process_is_not_dumpable():
+    """Programs may share the trainer's uid when it is not root: its /proc files must be
+    root's alone, which is what non-dumpable means."""
+    code = textwrap.dedent("""
+        import ctypes, warnings
+        warnings.simplefilter("ignore")
+        from executors import ExecutionPool
+        libc = ctypes.CDLL(None)
+        before = libc.prctl(3, 0, 0, 0, 0)
+        ExecutionPool(workers=1, sandbox="none", allow_unsandboxed=True).close()
+        print(before, libc.prctl(3, 0, 0, 0, 0))
+    """)
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=repo)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0"], out.stdout
+
+
 def test_round2_without_namespaces_programs_never_run_as_root(plain_pool):
     result = run_one(plain_pool, "import os\ndef f():\n    return [os.getuid(), os.geteuid()]\n",
                      [TestCase.call("f", [])])
