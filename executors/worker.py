@@ -97,6 +97,26 @@ def drop_root(uid, keep_read_access):
         libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0)
 
 
+def _reload_failure(loaded):
+    """What a failed reload (after a restart) answers a request with: it ends the request."""
+    if "timeout" in loaded or "crash" in loaded:
+        return {k: loaded[k] for k in ("timeout", "crash") if k in loaded}
+    info = loaded.get("e") if isinstance(loaded.get("e"), dict) else {}
+    return {"crash": f"the program failed to load again: {info.get('type', 'error')}: "
+                     f"{info.get('msg', '')}"}
+
+
+def _write_within(fd, data, deadline):
+    """Write all of `data` to the non-blocking `fd` by `deadline` (protocol.Timeout if not)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+                raise protocol.Timeout() from None
+
+
 def describe_status(status):
     if status is None:
         return "was killed"
@@ -306,22 +326,26 @@ class Worker:
     def relay(self, msg):
         """Forward one request to the child and yield its answers (several for "calls"), each
         within the request's budget `b` seconds; a miss or a crash ends the child."""
-        if self.child is None:
+        if self.child is None:  # restarted after a timeout or a crash: load it again
             loaded = self.load()
             if "names" not in loaded:
-                loaded.pop("t", None)
-                yield loaded
+                yield _reload_failure(loaded)
                 return
         child, budget = self.child, float(msg.get("b") or self._lim().per_test_timeout)
         request = {k: v for k, v in msg.items() if k not in ("n", "b")}
         expect = len(msg.get("a", ())) if msg.get("op") == "calls" else 1
-        try:
-            protocol.write_all(child.request_fd, protocol.encode_frame(request))
-        except OSError as e:
+        began = time.monotonic()
+        try:  # (a child that stops reading must not hold us: the write has the budget too)
+            _write_within(child.request_fd, protocol.encode_frame(request),
+                          min(began + budget, self.deadline))
+        except (OSError, protocol.Timeout) as e:
             self.stop_child()
-            yield {"crash": f"the program stopped reading requests ({e.strerror})"}
+            if isinstance(e, protocol.Timeout):
+                yield {"timeout": "test" if time.monotonic() < self.deadline else "program", "i": 0}
+            else:
+                yield {"crash": f"the program stopped reading requests ({e.strerror})", "i": 0}
             return
-        began, i = time.monotonic(), 0
+        i = 0
         while i < expect:  # every frame within the budget of the one before
             try:
                 frame = child.reader.read(min(began + budget, self.deadline))
@@ -372,6 +396,7 @@ class Worker:
         os.close(w)
         os.close(qr)
         os.close(kr)
+        os.set_blocking(qw, False)
         key = os.urandom(32)  # made after fork: the child learns it only through the pipe
         try:
             protocol.write_all(kw, key)
