@@ -31,7 +31,8 @@ LOWERED_CHECK = "def check(candidate):\n    assert candidate(1) == 2\n"
 
 
 def wrong_answer_tests():
-    """The same wrong answer seen by every kind of test: parent- and child-judged."""
+    """The same wrong answer seen by every kind of test: assertions, a call test, check
+    functions with and without a loop, a generator assert."""
     return [A("assert f(1) == 2"), TestCase.call("f", [1], 2), TestCase.check(LOWERED_CHECK, "f"),
             TestCase.check(LOOP_CHECK, "f"), A("assert all(f(x) == 2 for x in [1])")]
 
@@ -139,7 +140,8 @@ CASES = {
         fake = lambda *a, **k: {"ok": True}
         fake_vals = lambda *a, **k: {"vals": [{"v": 2}]}
         for mod in list(sys.modules.values()):
-            for attr in ("_check", "_exec_test", "_run_test_code", "_call", "_eval_exprs", "guard"):
+            for attr in ("_check", "_exec_test", "_run_test_code", "_call", "_eval_exprs", "guard",
+                         "answer", "serve", "exception_info"):
                 if hasattr(mod, attr):
                     setattr(mod, attr, fake_vals if attr in ("_call", "_eval_exprs") else fake)
         frame = sys._getframe()

@@ -1,4 +1,5 @@
-"""Typed values across the sandbox boundary, the child's guard, and the authenticated frames."""
+"""Typed values across the sandbox boundary (plain values and handles), and the authenticated
+frames."""
 import collections
 import json
 import math
