@@ -128,6 +128,14 @@ class Session:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
+    def notify(self, msg):
+        """Send `msg` without waiting for its answer."""
+        try:
+            self.send(dict(msg, n=self.rng.getrandbits(63), b=1.0))
+        except OSError as e:
+            self.lost = True
+            raise WorkerLost(f"cannot write to the worker ({e.strerror})") from None
+
     def request(self, msg):
         [frame] = list(self.exchange(msg)) or [{"crash": "no answer"}]
         return self.result(frame)
