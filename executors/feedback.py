@@ -57,6 +57,6 @@ def test_text(test):
 def short_repr(value, limit=300):
     try:
         text = repr(value)
-    except Exception:  # a pathological value from a test definition
+    except BaseException:  # a pathological value (a program's, whose repr may time out)
         text = "<unprintable>"
     return text if len(text) <= limit else text[:limit] + "..."

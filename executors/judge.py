@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 
-from executors import compare, protocol, values
+from executors import compare, feedback, protocol, values
 from executors.limits import Limits
 from executors.remote import (NOTHING, ProgramCrashed, ProgramTimeout, Remote, Session,
                               ValueNotSent, WorkerLost)
@@ -70,11 +70,7 @@ def short(value, limit=300):
         return f"<int of {value.bit_length():,} bits>"
     if type(value) is Remote:
         return f"<{value._type} object>"
-    try:
-        text = repr(value)
-    except BaseException:
-        text = "<unprintable>"
-    return text if len(text) <= limit else text[:limit] + "..."
+    return feedback.short_repr(value, limit)
 
 
 def _remote_error(info):
@@ -140,8 +136,7 @@ class Judge:
         program = {"op": "job", "code": job["code"], "setup": job.get("setup", ""),
                    "limits": job["limits"], "timeout": job["timeout"], "stdio": stdio}
         try:
-            [load] = list(session.exchange(program, budget=limits.load_timeout)) or [
-                {"crash": "the worker did not answer"}]
+            load = session.answer(program, budget=limits.load_timeout)
             if stdio:
                 for i in todo:
                     if getattr(emit, "stopped", False):
@@ -258,9 +253,8 @@ class Judge:
         rename = _check_param(code, test["entry"]) if test["kind"] == "check" else ""
         outcome = self._guarded(body, session, limits, rename)
         if outcome is None:
-            last = session.last
-            outcome = result("passed", actual=last if last is not NOTHING and session.is_plain(last)
-                             else None)
+            plain = session.last is not NOTHING and session.last_plain
+            outcome = result("passed", actual=session.last if plain else None)
         outcome["duration"] = time.monotonic() - t0
         return outcome
 
@@ -302,7 +296,7 @@ class Judge:
                     return result("failed", _exception_text(e), test=line)
                 last = session.last
                 return result("failed", f"Actual output: {session.describe(last)}",
-                              actual=last if session.is_plain(last) else None, test=line)
+                              actual=last if session.last_plain else None, test=line)
             if isinstance(e, (OverflowError, MemoryError, RecursionError)):
                 return result("failed", _too_large(e), test=line)
             return result("error", _exception_text(e), traceback_text=_test_traceback(e), test=line)
@@ -371,8 +365,8 @@ class Judge:
     def stdio_test(test, session, limits):
         if time.monotonic() >= session.deadline:
             return _timeout("program", limits)
-        [res] = list(session.exchange({"op": "stdio", "stdin": test["stdin"]},
-                                      budget=limits.per_test_timeout)) or [{"crash": "no answer"}]
+        res = session.answer({"op": "stdio", "stdin": test["stdin"]},
+                             budget=limits.per_test_timeout)
         dt = float(res.get("dt") or 0.0)
         if "timeout" in res:
             return dict(_timeout(res["timeout"], limits), duration=dt)

@@ -73,6 +73,7 @@ class Session:
         self.rng = rng
         self.gen = 0                    # the child generation answers come from
         self.last = NOTHING             # raw encoding of the last value a call returned
+        self.last_plain = False         # ... and whether it held no handles (an `actual`)
         self._proxies = {}
         self.handles_seen = 0
         self.lost = False
@@ -136,9 +137,12 @@ class Session:
             self.lost = True
             raise WorkerLost(f"cannot write to the worker ({e.strerror})") from None
 
+    def answer(self, msg, budget=None):
+        """The worker's one answer to `msg` (a crash report if none came)."""
+        return next(iter(self.exchange(msg, budget=budget)), None) or {"crash": "no answer"}
+
     def request(self, msg):
-        [frame] = list(self.exchange(msg)) or [{"crash": "no answer"}]
-        return self.result(frame)
+        return self.result(self.answer(msg))
 
     # -- answers ----------------------------------------------------------------------------
     def result(self, frame):
@@ -162,15 +166,6 @@ class Session:
             raise ValueNotSent(str(e)) from None
         except ValueError as e:
             raise ProgramCrashed(f"a malformed answer ({e})") from None
-
-    def is_plain(self, raw):
-        """Whether an encoded value holds no handles (a plain value to report as `actual`)."""
-        seen = self.handles_seen
-        try:
-            self.decode(raw)
-        except BaseException:
-            return False
-        return self.handles_seen == seen
 
     def describe(self, raw):
         """Short text of an encoded value for messages (never raises)."""
@@ -219,9 +214,10 @@ class Session:
         msg = {"op": "call", "f": target._ref_payload(), "a": self.encode(list(args))}
         if kwargs:
             msg["k"] = self.encode(dict(kwargs))
-        [frame] = list(self.exchange(msg)) or [{"crash": "no answer"}]
+        frame = self.answer(msg)
+        seen = self.handles_seen
         value = self.result(frame)
-        self.last = frame["v"]
+        self.last, self.last_plain = frame["v"], self.handles_seen == seen
         return value
 
     def op(self, name, *args):
