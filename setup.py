@@ -28,6 +28,8 @@ TRAIN = [  # seqio/TFDS data and TensorBoard metrics; heavy, so model/sampler co
     "importlib_resources==7.1.0",  # tensorflow-datasets imports it without declaring it
 ]
 REWARDS = ["codebleu==0.7.0", "tree-sitter-python==0.21.0"]
+SERVE = ["openai==3.57.0", "fastapi==0.165.0", "uvicorn==0.55.0"]  # teachers over the OpenAI protocol, scripts/serve.py
+LLAMA_CPP = ["llama-cpp-python[server]==0.3.36"]  # third-party server for slow tests and bench/serve.py (builds ~8 min)
 TORCH = ["torch==2.13.0"]  # parity tests and baselines; a CPU wheel is on local disk here
 
 setup(
@@ -43,6 +45,8 @@ setup(
         "rewards": REWARDS,
         "torch": TORCH,
         "test": TORCH + ["pytest==9.0.3", "pytest-timeout==2.4.0"],
+        "serve": SERVE,
+        "llama_cpp": LLAMA_CPP,
         "bench": TORCH,
     },
 )

@@ -67,11 +67,13 @@ def answer_content(record: Any, fmt: str) -> str:
     return code
 
 
-def messages(record: Any, fmt: str, with_answer: bool = True) -> list[dict[str, str]]:
+def messages(record: Any, fmt: str, with_answer: bool = True, shots=()) -> list[dict[str, str]]:
     """The chat turns; with ``with_answer`` the last one is the assistant answer (the only turn
-    trained on). ``record`` is an SFTRecord or a mapping; sampling needs no answer fields."""
+    trained on). ``record`` is an SFTRecord or a mapping; sampling needs no answer fields.
+    ``shots``: complete examples of the same format, shown first (few-shot prompting)."""
     _check(fmt, "starchat")
-    turns = [{"role": "user", "content": _field(record, "problem").strip()}]
+    turns = [t for shot in shots for t in messages(shot, fmt)]
+    turns.append({"role": "user", "content": _field(record, "problem").strip()})
     if fmt != "codegen":
         feedback = _field(record, "feedback").strip()
         turns += [{"role": "assistant", "content": code_block(_field(record, "wrong_code"))},
@@ -91,10 +93,16 @@ def _require_template(tokenizer) -> None:
                           "tokenizer, or use style='starchat' for base models")
 
 
-def build_prompt(record: Any, fmt: str, style: str = "starchat", tokenizer=None) -> str:
+def build_prompt(record: Any, fmt: str, style: str = "starchat", tokenizer=None, shots=()) -> str:
     """The prompt text for generation, ending exactly where the answer starts."""
     _check(fmt, style)
-    turns = messages(record, fmt, with_answer=False)
+    return prompt_from_turns(messages(record, fmt, with_answer=False, shots=shots), style, tokenizer)
+
+
+def prompt_from_turns(turns: list[dict[str, str]], style: str = "starchat", tokenizer=None) -> str:
+    """Chat turns (ending with a user turn) as generation-prompt text in ``style``."""
+    if style not in STYLES:
+        raise PromptError(f"style {style!r} is unknown; use one of {', '.join(map(repr, STYLES))}")
     if style == "starchat":
         return _starchat(turns) + "<|assistant|>\n"
     _require_template(tokenizer)

