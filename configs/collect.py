@@ -89,6 +89,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.sample.max_new_tokens = 256
         c.sample.max_prompt_len = 512
         c.sample.problems_per_chunk = 4
+        c.sample.max_batch = 16  # few rows per call on 2 cores: padding to 64 would cost 4x
         c.teacher.n = 2
         c.teacher.max_new_tokens = 384
         c.teacher.max_prompt_len = 1024

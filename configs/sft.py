@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.eval_path = ""  # held-out records; "" = the `validation` split of a "{split}" path, or:
     c.data.eval_fraction = 0.1  # share of problems held out of a single data file (0 = train on all)
     c.data.shard_by_host = False  # see ledex_jax/sft/data.py
+    c.data.train_path = ""  # a collected DIR/sft.jsonl (scripts/collect.py); "" = data.path / data.source
 
     c.train.num_epochs = 2
     c.train.batch_size = 128

@@ -96,8 +96,10 @@ def sft_examples(data_cfg, tokenizer, seq_len: int, shard_index: int = 0, num_sh
     cfg = resolve_config(data_cfg)
     _keep_tf_off_accelerators()
     _preflight(cfg, tokenizer)
+    sources = _sources(cfg, split)
     mixture, stats = register_sft_mixture(
-        cfg.task_name, _sources(cfg, split), HFVocabulary(tokenizer), style=cfg.style, rates=cfg.format_rates,
+        cfg.task_name, sources, HFVocabulary(tokenizer), style=cfg.style,
+        rates={fmt: cfg.format_rates[fmt] for fmt in sources},
         overlong=cfg.overlong, shuffle_seed=seed if cfg.shuffle else None, shuffle_buffer_size=cfg.shuffle_buffer_size)
     ds = mixture.get_dataset(
         {"tokens": seq_len, "answer_mask": seq_len}, split=split, shuffle=False, seed=seed,
@@ -154,10 +156,15 @@ def _sources(cfg, split: str) -> dict[str, seqio.DataSource]:
     sources = {}
     for fmt in positive:
         mine = [r for r in records if r.format == fmt]
+        if not mine and split != "train":  # a small held-out set may lack a format: evaluate the rest
+            continue
         if not mine:
             raise ValueError(f"{path} has no {fmt!r} records but data config field format_rates gives it rate "
                              f"{cfg.format_rates[fmt]}; set that rate to 0 or add such records")
         sources[fmt] = records_source({split: mine})
+    if not sources:
+        raise ValueError(f"{path} has no records of the formats data config field format_rates uses "
+                         f"({', '.join(positive)})")
     return sources
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from ledex_jax.data import sft_pipeline
 from ledex_jax.data.records import read_sft_jsonl, write_sft_jsonl
 
-TRAINER_ONLY_FIELDS = ("seq_len", "eval_path", "eval_fraction", "shard_by_host")
+TRAINER_ONLY_FIELDS = ("seq_len", "eval_path", "eval_fraction", "shard_by_host", "train_path")
 
 
 def hold_out(path: str, fraction: float, seed: int, out_dir: Path) -> str:
@@ -51,6 +51,10 @@ class SFTData:
         With one data file and no eval_path, `data.eval_fraction` of its problems is held out for
         the eval loss (split files are written under <workdir>/heldout/)."""
         self.tokenizer, self.rows = tokenizer, rows
+        if cfg.data.get("train_path"):  # a collection's sft.jsonl (scripts/collect.py), read as jsonl
+            cfg = cfg.copy_and_resolve_references()
+            with cfg.unlocked():
+                cfg.data.path, cfg.data.source = cfg.data.train_path, "jsonl"
         d = cfg.data
         if d.source == "jsonl" and "{split}" not in d.path and not d.eval_path and d.eval_fraction > 0:
             cfg = cfg.copy_and_resolve_references()

@@ -181,3 +181,19 @@ def test_torn_last_line_is_dropped_and_cut_before_the_next_append(tmp_path):
     path.write_bytes(path.read_bytes().replace(b'{"key": "a"', b'{"key" "a"'))  # damage inside: an error
     with pytest.raises(ValueError, match="must not be edited"):
         store.read_stage(tmp_path, "s")
+
+
+def test_sft_trainer_trains_on_the_collected_file(uninterrupted, tmp_path):
+    workdir = tmp_path / "sft"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(REPO / "configs" / "sft.py") + ":tiny",
+         f"--workdir={workdir}", f"--config.data.train_path={uninterrupted / 'sft.jsonl'}",
+         "--config.train.num_steps=2", "--config.checkpoint.every_steps=2", "--config.log.eval_every_steps=2",
+         "--config.train.batch_size=2"],
+        env=dict(env(), TF_CPP_MIN_LOG_LEVEL="3"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    held_out = (workdir / "heldout").rglob("*.jsonl")
+    sources = {json.loads(line)["source"] for f in held_out for line in f.read_text().splitlines()}
+    assert sources and all(s.startswith("demo/") for s in sources)  # the collected records were read
