@@ -33,15 +33,11 @@ def _group(records: dict, depth: int) -> dict[str, list[dict]]:
 
 def build(collection) -> tuple[list[dict], list[dict], dict]:
     """(sft records, rl records, stats) of a finished collection."""
-    from ledex_jax.collect.pipeline import CollectionError, pkey
+    from ledex_jax.collect.pipeline import pkey
 
     wd = collection.workdir
     samples, executed, taught, verified = (store.read_stage(wd, s) for s in ("sample", "execute", "teach", "verify"))
-    missing = [k for k in taught if k not in verified]
-    expected_samples = len(collection.problems) * collection.cfg.sample.n
-    if len(samples) < expected_samples or missing:
-        raise CollectionError(f"the collection in {wd} is not finished ({len(samples)}/{expected_samples} "
-                              f"samples, {len(missing)} teacher answers unverified); run --stage all first")
+    _check_finished(collection, samples, executed, taught, verified)
     answers_of = _group(taught, 2)
     sft, rl = [], []
     zero = dict.fromkeys(COLUMNS, 0)
@@ -103,6 +99,23 @@ def build(collection) -> tuple[list[dict], list[dict], dict]:
              "tokens": {k: {"prompt": v[0], "completion": v[1]} for k, v in tokens.items()},
              "teacher": collection.cfg.teacher.kind, "model": collection.cfg.model.checkpoint}
     return sft, rl, stats
+
+
+def _check_finished(collection, samples: dict, executed: dict, taught: dict, verified: dict) -> None:
+    """Every stage holds every record the config calls for (in all processes' parts)."""
+    from ledex_jax.collect.pipeline import CollectionError
+
+    chunks = collection.chunks
+    for stage, have, want in (
+            ("sample", samples, lambda: [k for c in chunks for k in collection.sample_keys(c)]),
+            ("execute", executed, lambda: [u[0] for c in chunks for u in collection._unique_solutions(c, samples)]),
+            ("teach", taught, lambda: [k for c in chunks for k in collection.teach_keys(c, executed)]),
+            ("verify", verified, lambda: list(taught))):
+        missing = [k for k in want() if k not in have]
+        if missing:
+            raise CollectionError(f"the collection in {collection.workdir} is not finished: stage {stage} lacks "
+                                  f"{len(missing)} records (first: {missing[0]}); run --stage all (on every "
+                                  "process) first")
 
 
 def _sft(rid: str, p, fmt: str, code: str, wrong: dict | None = None, explanation: str = "") -> dict:

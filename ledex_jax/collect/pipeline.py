@@ -187,9 +187,12 @@ class Collection:
             elif kind == "openai" and arg:
                 from ledex_jax.collect.openai_teacher import OpenAITeacher
 
-                self._teacher = OpenAITeacher(arg, base_url=t.base_url or None, api_key_env=t.api_key_env,
-                                              max_concurrency=t.max_concurrency, timeout=t.timeout,
-                                              max_retries=t.max_retries)
+                try:
+                    self._teacher = OpenAITeacher(arg, base_url=t.base_url or None, api_key_env=t.api_key_env,
+                                                  max_concurrency=t.max_concurrency, timeout=t.timeout,
+                                                  max_retries=t.max_retries)
+                except ValueError as err:  # a missing key variable, a bad setting
+                    raise CollectionError(f"config.teacher: {err}") from None
             else:
                 raise CollectionError(f"config.teacher.kind={t.kind!r}; use self, hf:PATH, gguf:PATH or "
                                       "openai:MODEL")

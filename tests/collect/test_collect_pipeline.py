@@ -12,9 +12,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import scripted  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(REPO / "tests" / "collect" / "run_scripted_collect.py"),
        "--config=" + str(REPO / "configs" / "collect.py") + ":demo"]
@@ -197,3 +194,16 @@ def test_sft_trainer_trains_on_the_collected_file(uninterrupted, tmp_path):
     held_out = (workdir / "heldout").rglob("*.jsonl")
     sources = {json.loads(line)["source"] for f in held_out for line in f.read_text().splitlines()}
     assert sources and all(s.startswith("demo/") for s in sources)  # the collected records were read
+
+
+def test_export_refuses_an_unfinished_collection(uninterrupted, tmp_path):
+    import shutil
+    partial = tmp_path / "partial"
+    shutil.copytree(uninterrupted, partial)
+    for name in OUTPUTS:
+        (partial / name).unlink()
+    lines = (partial / "execute" / "part-00000.jsonl").read_text().splitlines()
+    (partial / "execute" / "part-00000.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    proc = run(partial, "--stage=export", check=False)
+    assert proc.returncode != 0 and "stage execute lacks 1 records" in proc.stderr
+    assert not (partial / "sft.jsonl").exists()
