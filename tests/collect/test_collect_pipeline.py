@@ -3,14 +3,15 @@ recomputed from the files, resume after SIGKILL (byte-identical outputs), two pr
 config mismatch refused, teacher answers without code counted, the export audit."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from collect_helpers import OUTPUTS, kill_once_written, outputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(REPO / "tests" / "collect" / "run_scripted_collect.py"),
@@ -18,7 +19,6 @@ RUN = [sys.executable, str(REPO / "tests" / "collect" / "run_scripted_collect.py
 OVERRIDES = ["--config.data.max_problems=8", "--config.sample.n=3", "--config.teacher.n=2",
              "--config.sample.problems_per_chunk=2", "--config.execute.workers=2", "--config.export.tfds=False",
              "--noprogress"]
-OUTPUTS = ("sft.jsonl", "rl.jsonl", "stats.json")
 
 
 def env(**extra):
@@ -33,9 +33,6 @@ def run(workdir, *args, check=True, **env_extra):
         assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
-
-def outputs(workdir):
-    return {name: (Path(workdir) / name).read_bytes() for name in OUTPUTS}
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +119,7 @@ def test_sigkill_mid_stage_then_resume_gives_the_same_files(uninterrupted, tmp_p
     proc = subprocess.Popen([*RUN, f"--workdir={workdir}", *OVERRIDES], env=env(SCRIPTED_DELAY="0.4"),
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     part = workdir / stage / "part-00000.jsonl"
-    deadline = time.time() + 300
-    try:  # kill as soon as the stage has saved one chunk (of four)
-        while not (part.exists() and part.stat().st_size > 0):
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.time() < deadline
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_once_written(proc, part, 300)
     assert not (workdir / "sft.jsonl").exists()
     with part.open("ab") as f:  # as if the kill had torn a write
         f.write(b'{"key": "p000099/s000", "tex')
