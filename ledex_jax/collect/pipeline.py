@@ -114,10 +114,13 @@ class Collection:
             for name in STAGES if stage == "all" else (stage,):
                 if name == "export":
                     self.export()
+                    continue
+                t0 = time.perf_counter()
+                if stage == "verify" and (self.workdir / "sft.jsonl").exists():
+                    made = self.audit_export()  # asked to verify an exported collection
                 else:
-                    t0 = time.perf_counter()
                     made = getattr(self, f"stage_{name}")()
-                    self._note(name, made, time.perf_counter() - t0)
+                self._note(name, made, time.perf_counter() - t0)
         finally:
             self.close()
 
@@ -339,8 +342,6 @@ class Collection:
 
     # --- verify -------------------------------------------------------------------------
     def stage_verify(self) -> dict:
-        if (self.workdir / "sft.jsonl").exists():
-            return self.audit_export()
         executed = store.read_stage(self.workdir, "execute")
         taught = store.read_stage(self.workdir, "teach")
         keys = {c.index: self.teach_keys(c, executed) for c in self.mine}
