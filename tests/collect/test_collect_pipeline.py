@@ -196,3 +196,18 @@ def test_export_refuses_an_unfinished_collection(uninterrupted, tmp_path):
     proc = run(partial, "--stage=export", check=False)
     assert proc.returncode != 0 and "stage execute lacks 1 records" in proc.stderr
     assert not (partial / "sft.jsonl").exists()
+
+
+def test_hf_teacher_answers_without_code_are_counted_failures(tiny_model_dir, tmp_path):
+    """`hf:PATH` loads a local checkpoint as the teacher; a random tiny model writes no code block,
+    so every answer is a failed refinement, counted and kept, and the run still finishes."""
+    workdir = tmp_path / "hf_teacher"
+    run(workdir, f"--config.teacher.kind=hf:{tiny_model_dir}", "--config.teacher.max_new_tokens=24",
+        "--config.teacher.max_prompt_len=448", "--config.data.max_problems=4")
+    stats = json.loads((workdir / "stats.json").read_text())
+    total = stats["total"]
+    assert total["wrong"] > 0 and total["answers"] == 2 * total["wrong"] == total["unparsable"]
+    assert total["wrong_refined"] == 0 and stats["sft_by_format"]["refine"] == 0
+    assert stats["tokens"]["teacher"]["completion"] > 0
+    rl = [json.loads(line) for line in (workdir / "rl.jsonl").read_text().splitlines()]
+    assert sum(len(r["failed"]) for r in rl) == total["answers"]
