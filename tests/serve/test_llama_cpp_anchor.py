@@ -53,3 +53,27 @@ def test_ours_on_the_same_gguf_answers_like_a_chat_model(tmp_path):
         proc.remove_log()
     text = out.choices[0].message.content
     assert out.usage.completion_tokens > 0 and ("def " in text or "return" in text), text
+
+
+def test_llama_cpp_server_as_the_collection_teacher(llama_cpp_server, tmp_path):
+    """A third-party implementation of the protocol as the `openai:` teacher for a few problems."""
+    import json
+    import subprocess
+
+    from tests.serve.serve_helpers import REPO, server_env
+    model = client(llama_cpp_server).models.list().data[0].id
+    workdir = tmp_path / "collect"
+    run = subprocess.run(
+        [sys.executable, "tests/collect/run_scripted_collect.py", "--config=configs/collect.py:demo",
+         f"--workdir={workdir}", "--config.data.max_problems=3", "--config.sample.n=3", "--config.teacher.n=2",
+         "--config.teacher.max_new_tokens=96", f"--config.teacher.kind=openai:{model}",
+         f"--config.teacher.base_url={llama_cpp_server}", "--config.teacher.api_key_env=",
+         "--config.execute.workers=2", "--config.export.tfds=False", "--noprogress"],
+        env=server_env(), cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    stats = json.loads((workdir / "stats.json").read_text())
+    total = stats["total"]
+    assert total["wrong"] > 0 and total["answers"] == 2 * total["wrong"]
+    assert stats["tokens"]["teacher"]["completion"] > 0
+    taught = [json.loads(line) for line in (workdir / "teach" / "part-00000.jsonl").read_text().splitlines()]
+    assert all(t["text"] for t in taught)  # every answer came back (counted usable or not)
