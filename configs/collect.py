@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.sample.max_prompt_len = 2048
     c.sample.max_batch = 64  # rows per device call
     c.sample.problems_per_chunk = 8  # unit of work, of resume and of sharding across processes
+    c.sample.mesh_shape = (1, -1, 1)  # (data, fsdp, tensor) over this host's devices; each host samples alone
 
     c.execute = ConfigDict()
     c.execute.workers = 0  # 0 = one per CPU

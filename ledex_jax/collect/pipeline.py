@@ -166,13 +166,24 @@ class Collection:
             from ledex_jax.collect.sampler_teacher import SamplerTeacher
             from ledex_jax.models.sources import load_model_and_tokenizer
 
-            m = self.cfg.model
-            model, _, tokenizer = load_model_and_tokenizer(m.checkpoint, m.dtype or None, m.tokenizer or None)
+            m, mesh = self.cfg.model, self.local_mesh()
+            model, _, tokenizer = load_model_and_tokenizer(m.checkpoint, m.dtype or None, m.tokenizer or None, mesh)
             longest = max(self.cfg.sample.max_prompt_len,
                           self.cfg.teacher.max_prompt_len if self.cfg.teacher.kind == "self" else 0)
             self._policy = SamplerTeacher(model, tokenizer, name="self", style=self.cfg.prompt.style,
-                                          max_prompt_len=longest, max_batch=self.cfg.sample.max_batch)
+                                          max_prompt_len=longest, max_batch=self.cfg.sample.max_batch, mesh=mesh)
         return self._policy
+
+    def local_mesh(self):
+        """The mesh a local model samples on: this host's devices only (hosts do not talk while
+        collecting); None on a single device."""
+        import jax
+
+        from ledex_jax.sharding import make_mesh
+
+        devices = jax.local_devices()
+        mesh = make_mesh(tuple(self.cfg.sample.mesh_shape), devices=devices)
+        return mesh if mesh.size > 1 else None
 
     def teacher(self):
         if self._teacher is None:
@@ -184,9 +195,11 @@ class Collection:
                 from ledex_jax.collect.sampler_teacher import SamplerTeacher
                 from ledex_jax.models.sources import load_model_and_tokenizer
 
-                model, _, tokenizer = load_model_and_tokenizer(arg, self.cfg.model.dtype or None)
+                mesh = self.local_mesh()
+                model, _, tokenizer = load_model_and_tokenizer(arg, self.cfg.model.dtype or None, mesh=mesh)
                 self._teacher = SamplerTeacher(model, tokenizer, name=t.kind, style=t.style or self.cfg.prompt.style,
-                                               max_prompt_len=t.max_prompt_len, max_batch=self.cfg.sample.max_batch)
+                                               max_prompt_len=t.max_prompt_len, max_batch=self.cfg.sample.max_batch,
+                                               mesh=mesh)
             elif kind == "openai" and arg:
                 from ledex_jax.collect.openai_teacher import OpenAITeacher
 

@@ -30,9 +30,10 @@ def is_trainer_workdir(path: str | Path) -> bool:
         p.name == "checkpoints" and p.is_dir())
 
 
-def load_model_and_tokenizer(spec: str, dtype: str | None = None, tokenizer: str | None = None):
+def load_model_and_tokenizer(spec: str, dtype: str | None = None, tokenizer: str | None = None, mesh=None):
     """(model, model_config, tokenizer) for any source above; ``tokenizer`` overrides where the
-    tokenizer comes from (needed for a workdir trained without a recorded tokenizer)."""
+    tokenizer comes from (needed for a workdir trained without a recorded tokenizer). With a
+    ``mesh`` the parameters are placed sharded over it (DEFAULT_RULES)."""
     from ledex_jax.models import load_pretrained
     from ledex_jax.models.tokenizer import load_tokenizer
 
@@ -46,10 +47,22 @@ def load_model_and_tokenizer(spec: str, dtype: str | None = None, tokenizer: str
         if dtype is not None and dtype != cfg.dtype:
             raise ValueError(f"{spec}: a trainer checkpoint keeps its own dtype ({cfg.dtype}); drop the "
                              f"dtype override ({dtype})")
+        if mesh is not None:
+            model = _place(model, mesh)
         source = tokenizer or meta.get("tokenizer")
         if not source:
             raise ValueError(f"{spec}: the checkpoint records no tokenizer; pass one (an HF directory, "
                              "hub name, .gguf or 'embedded:smollm2')")
         return model, cfg, load_tokenizer(resolve_path(source))
-    model, cfg = load_pretrained(path, dtype=dtype)
+    model, cfg = load_pretrained(path, dtype=dtype, mesh=mesh)
     return model, cfg, load_tokenizer(resolve_path(tokenizer) if tokenizer else path)
+
+
+def _place(model, mesh):
+    import jax
+    from flax import nnx
+
+    from ledex_jax.sharding import param_shardings
+
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.device_put(state, param_shardings(state, mesh)))
