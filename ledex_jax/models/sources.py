@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EMBEDDED = {"embedded:smollm2"}
-
 
 def resolve_path(spec: str) -> str:
     """`embedded:smollm2` -> its GGUF path; anything else unchanged."""

@@ -168,3 +168,15 @@ def test_sequences_longer_than_the_model_allows_fail_before_training(tmp_path):
     assert proc.returncode != 0
     assert "data.seq_len=1024 exceeds the model's max_position_embeddings=512" in proc.stderr
     assert not (workdir / "metrics.jsonl").exists()
+
+
+def test_a_trainer_workdir_loads_as_a_model_source(uninterrupted):
+    """scripts/serve.py and the collection's teachers take a workdir like any checkpoint."""
+    from ledex_jax.models.sources import is_trainer_workdir, load_model_and_tokenizer
+    import jax
+    from flax import nnx
+    assert is_trainer_workdir(uninterrupted) and is_trainer_workdir(uninterrupted / "checkpoints" / "6")
+    model, cfg, tok = load_model_and_tokenizer(str(uninterrupted))
+    assert tok.encode("def f():") and cfg.vocab_size >= len(tok)
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), final_params(uninterrupted)):
+        np.testing.assert_array_equal(np.asarray(a), b)
