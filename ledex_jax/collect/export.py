@@ -108,7 +108,7 @@ def _check_finished(collection, samples: dict, executed: dict, taught: dict, ver
     chunks = collection.chunks
     for stage, have, want in (
             ("sample", samples, lambda: [k for c in chunks for k in collection.sample_keys(c)]),
-            ("execute", executed, lambda: [u[0] for c in chunks for u in collection._unique_solutions(c, samples)]),
+            ("execute", executed, lambda: [u[0] for c in chunks for u in collection.unique_solutions(c, samples)]),
             ("teach", taught, lambda: [k for c in chunks for k in collection.teach_keys(c, executed)]),
             ("verify", verified, lambda: list(taught))):
         missing = [k for k in want() if k not in have]

@@ -260,7 +260,7 @@ class Collection:
         return {"samples": made}
 
     # --- execute ------------------------------------------------------------------------
-    def _unique_solutions(self, chunk: Chunk, samples: dict) -> list[tuple[str, TrainingProblem, str, list[int]]]:
+    def unique_solutions(self, chunk: Chunk, samples: dict) -> list[tuple[str, TrainingProblem, str, list[int]]]:
         """[(unique key, problem, code, sample indices)] in order of first appearance."""
         out = []
         for i, p in chunk.problems:
@@ -276,7 +276,7 @@ class Collection:
 
     def stage_execute(self) -> dict:
         samples = store.read_stage(self.workdir, "sample")
-        uniques = {c.index: self._unique_solutions(c, samples) for c in self.mine}
+        uniques = {c.index: self.unique_solutions(c, samples) for c in self.mine}
         done, todo = self._pending("execute", lambda c: [u[0] for u in uniques[c.index]])
         made, bar = 0, self._bar(len(todo), "execute")
         for chunk in todo:
@@ -350,7 +350,7 @@ class Collection:
     def _require_executed(self, executed: dict) -> None:
         samples = store.read_stage(self.workdir, "sample")
         for c in self.mine:
-            if any(u[0] not in executed for u in self._unique_solutions(c, samples)):
+            if any(u[0] not in executed for u in self.unique_solutions(c, samples)):
                 raise CollectionError(f"chunk {c.index} is not fully executed; run --stage execute first")
 
     # --- verify -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ class SamplerTeacher:
         from ledex_jax.sampling import Sampler
 
         if style == "chat_template":
-            prompts._require_template(tokenizer)
+            prompts.require_template(tokenizer)
         self.name, self.style, self.tokenizer = name, style, tokenizer
         self.max_prompt_len = max_prompt_len
         self.sampler = Sampler(model, tokenizer, max_prompt_len=max_prompt_len, max_batch=max_batch, mesh=mesh)

@@ -87,7 +87,7 @@ def _starchat(turns: list[dict[str, str]]) -> str:
     return "".join(f"<|{t['role']}|>\n{t['content']}{END}\n" for t in turns)
 
 
-def _require_template(tokenizer) -> None:
+def require_template(tokenizer) -> None:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise PromptError("style 'chat_template' needs a tokenizer with a chat template; pass the model's "
                           "tokenizer, or use style='starchat' for base models")
@@ -105,7 +105,7 @@ def prompt_from_turns(turns: list[dict[str, str]], style: str = "starchat", toke
         raise PromptError(f"style {style!r} is unknown; use one of {', '.join(map(repr, STYLES))}")
     if style == "starchat":
         return _starchat(turns) + "<|assistant|>\n"
-    _require_template(tokenizer)
+    require_template(tokenizer)
     return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
 
