@@ -317,9 +317,10 @@ class Collection:
         self._require_executed(executed)
         done, todo = self._pending("teach", lambda c: self.teach_keys(c, executed))
         t, shots = self.cfg.teacher, self.teacher_shots()
-        made, bar = 0, self._bar(len(todo), "teach")
+        made, asked, bar = 0, 0, self._bar(len(todo), "teach")
         for chunk in todo:
             wrong = self._wrong(chunk, executed)
+            asked += len(wrong)
             requests = [TeacherRequest(
                 key=rec["key"], n=t.n, temperature=t.temperature, top_p=t.top_p, max_tokens=t.max_new_tokens,
                 seed=key_seed(self.cfg.seed, "teach", rec["key"]),
@@ -345,7 +346,7 @@ class Collection:
                                          [r for r in records if r["key"] not in done])
             bar.update()
         bar.close()
-        return {"answers": made, "requests": sum(len(self._wrong(c, executed)) for c in todo)}
+        return {"answers": made, "requests": asked}
 
     def _require_executed(self, executed: dict) -> None:
         samples = store.read_stage(self.workdir, "sample")
@@ -422,9 +423,7 @@ def _program(problem: TrainingProblem, code: str, program_id: str):
 
 
 def _verdict(result) -> dict:
-    statuses: dict[str, int] = {}
-    for t in result.tests:
-        statuses[t.status] = statuses.get(t.status, 0) + 1
+    from ledex_jax.evaluate.functional import status_counts
     return {"passed": bool(result.passed), "feedback": result.feedback,
-            "fraction_passed": round(float(result.fraction_passed), 6), "statuses": statuses,
+            "fraction_passed": round(float(result.fraction_passed), 6), "statuses": status_counts(result.tests),
             "error": result.error}

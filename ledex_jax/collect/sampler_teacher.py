@@ -26,7 +26,6 @@ class SamplerTeacher:
         self.max_prompt_len = max_prompt_len
         self.sampler = Sampler(model, tokenizer, max_prompt_len=max_prompt_len, max_batch=max_batch, mesh=mesh)
         self.context = model.config.max_position_embeddings
-        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         text = prompts.prompt_from_turns(messages, self.style, self.tokenizer)
@@ -55,9 +54,6 @@ class SamplerTeacher:
                 texts = out.texts[m * n:(m + 1) * n]
                 used = int(out.lengths[m * n:(m + 1) * n].sum())
                 replies[i] = TeacherReply(list(texts), [""] * n, prompt_tokens=len(ids), completion_tokens=used)
-                self.usage["prompt_tokens"] += len(ids)
-                self.usage["completion_tokens"] += used
-        self.usage["requests"] += len(requests)
         return replies  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -52,11 +52,17 @@ def suite_verdicts(problem: Problem, tests: Sequence[TestResult]) -> dict[str, b
     return verdicts
 
 
+def status_counts(tests: Sequence[TestResult]) -> dict[str, int]:
+    """How many tests ended in each status (passed, failed, error, timeout, skipped)."""
+    statuses: dict[str, int] = {}
+    for test in tests:
+        statuses[test.status] = statuses.get(test.status, 0) + 1
+    return statuses
+
+
 def judge(problem: Problem, sample: Sample, result: ExecutionResult) -> SampleResult:
     suites = suite_verdicts(problem, result.tests)
-    statuses: dict[str, int] = {}
-    for test in result.tests:
-        statuses[test.status] = statuses.get(test.status, 0) + 1
+    statuses = status_counts(result.tests)
     return SampleResult(task_id=sample.task_id, completion_id=sample.completion_id,
                         passed=all(suites.values()), suites=suites,
                         fraction_passed=result.fraction_passed, statuses=statuses,

@@ -220,12 +220,14 @@ class Sampler:
     def generate(self, prompts, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                  top_k: int = 0, greedy: bool = False, eos_ids: Sequence[int] | None = None,
                  stop: Sequence[str] | None = None, seed: int = 0, n: int = 1,
-                 row_ids: Sequence[int] | None = None, progress: bool = False) -> SampleOutput:
+                 row_ids: Sequence[int] | None = None, progress: bool = False,
+                 max_batch: int | None = None) -> SampleOutput:
         """Samples `n` completions of up to `max_new_tokens` per prompt (token-id lists or strings).
 
         temperature=0 means greedy. eos_ids=None uses the model's/tokenizer's EOS; [] disables
         EOS. `row_ids` (default 0..N*n-1) pick each row's random stream. progress=True shows a
         tqdm bar of finished rows (the loop then runs in chunks; results are unchanged).
+        `max_batch` overrides the sampler's rows per device call for this call only.
         """
         ids = [self.encode(p) for p in prompts]
         stop = [s for s in (stop or []) if s]
@@ -240,7 +242,7 @@ class Sampler:
         rows = np.arange(len(ids) * n) if row_ids is None else np.asarray(row_ids)
         if rows.shape != (len(ids) * n,):
             raise ValueError(f"row_ids has {rows.size} entries; need one per completion ({len(ids)} prompts x n={n})")
-        group = max(1, (self.max_batch or len(ids) * n) // n)  # prompts per device call
+        group = max(1, (max_batch or self.max_batch or len(ids) * n) // n)  # prompts per device call
         group = -(-group // self.batch_shards) * self.batch_shards
         bar = _progress_bar(len(ids) * n, progress)
         parts = [self._run_group(ids[i:i + group], rows[i * n:(i + group) * n], group, n, max_new_tokens, mode,

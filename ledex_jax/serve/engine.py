@@ -76,7 +76,7 @@ class Job:
 class Engine:
     """Args:
       sampler: a `ledex_jax.sampling.Sampler` with a tokenizer (or anything with its
-        `generate`, `max_batch`, `max_prompt_len`, `config.max_position_embeddings`,
+        `generate`, `max_prompt_len`, `config.max_position_embeddings`,
         `decode_text` and `traces`).
       max_batch: most rows (choices) in one device call; calls are padded to a power of two up to it.
       max_tokens_limit: the largest max_tokens a request may ask for (bounds the KV cache).
@@ -245,10 +245,9 @@ class Engine:
         room = self.context - max(map(len, prompts))
         max_new = batching.new_tokens_bucket(max(job.params.max_tokens for job in jobs), room)
         batch = batching.batch_bucket(len(prompts), self.max_batch)
-        self.sampler.max_batch = batch  # the engine thread owns the sampler: rows per device call
         out = self.sampler.generate(prompts, max_new, temperature=key.temperature, top_p=key.top_p,
                                     greedy=key.greedy, stop=list(key.stop) or None, seed=batching.CALL_SEED,
-                                    row_ids=rows)
+                                    row_ids=rows, max_batch=batch)
         self._count(generate_calls=1, rows=len(prompts), padded_rows=-len(prompts) % batch)
         with self._lock:
             self._batch_rows[len(prompts)] += 1

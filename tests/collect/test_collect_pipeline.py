@@ -3,12 +3,13 @@ recomputed from the files, resume after SIGKILL (byte-identical outputs), two pr
 config mismatch refused, teacher answers without code counted, the export audit."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ledex_jax.serve.launch import free_port
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from collect_helpers import OUTPUTS, kill_once_written, outputs  # noqa: E402
@@ -131,12 +132,6 @@ def test_sigkill_mid_stage_then_resume_gives_the_same_files(uninterrupted, tmp_p
         keys = [json.loads(line)["key"] for line in (workdir / s / "part-00000.jsonl").read_text().splitlines()
                 if line.strip()]
         assert len(keys) == len(set(keys)) == len(store.read_stage(uninterrupted, s)), s
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_write_the_same_files_as_one(uninterrupted, tmp_path):

@@ -46,15 +46,15 @@ class FakeSampler:
     def __init__(self, tokenizer=None, max_prompt_len=64, context=256):
         self.tokenizer = tokenizer or CharTokenizer()
         self.config = SimpleNamespace(max_position_embeddings=context, eos_token_id=EOS)
-        self.max_prompt_len, self.max_batch = max_prompt_len, None
+        self.max_prompt_len = max_prompt_len
         self.traces, self.calls = Counter(), []
 
     def decode_text(self, ids):
         return self.tokenizer.decode(ids)
 
     def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0, greedy=False, stop=None, seed=0,
-                 row_ids=None, **_):
-        self.calls.append(dict(rows=len(prompts), max_batch=self.max_batch, max_new=max_new_tokens, greedy=greedy,
+                 row_ids=None, max_batch=None, **_):
+        self.calls.append(dict(rows=len(prompts), max_batch=max_batch, max_new=max_new_tokens, greedy=greedy,
                                temperature=temperature, top_p=top_p, stop=stop, seed=seed, row_ids=list(row_ids)))
         if any(ord(FAIL) in p for p in prompts):
             raise RuntimeError("boom")

@@ -4,7 +4,6 @@ a transformers-loadable directory."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ledex_jax.serve.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(REPO / "configs" / "sft.py") + ":tiny"]
@@ -75,12 +76,6 @@ def test_resume_after_sigkill_is_bit_exact(uninterrupted, tmp_path):
     assert losses(workdir) == losses(uninterrupted)
     for a, b in zip(final_params(workdir), final_params(uninterrupted)):
         np.testing.assert_array_equal(a, b)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_match_one(uninterrupted, tmp_path):
