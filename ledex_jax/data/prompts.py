@@ -175,3 +175,10 @@ def split_answer(text: str) -> tuple[str, str | None]:
         return text.strip(), None
     last = blocks[-1]
     return text[: last.start()].strip(), last.group(1).rstrip("\n")
+
+
+def code_block_start(text: str) -> int | None:
+    """Character index where the block `split_answer` takes as the code starts (its opening
+    fence), or None: everything before it is the explanation."""
+    blocks = list(_FENCE.finditer(text))
+    return blocks[-1].start() if blocks else None

@@ -6,7 +6,6 @@ with the same parameters and loss trace as an uninterrupted one.
 """
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ledex_jax.training.checkpointing import Checkpointer
 from ledex_jax.training.metrics import MetricsLogger, peak_flops_per_device, train_flops_per_token
 from ledex_jax.training.model_setup import load_model, load_tokenizer_for, resolve_model_path
 from ledex_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from ledex_jax.training.preemption import Preemption
 from ledex_jax.training.train_state import TrainState, batch_sharding, create_train_state, process_rows
 
 
@@ -39,22 +39,6 @@ def validate(cfg, mesh) -> None:
                          "train.batch_size, train.grad_accum_steps or mesh.shape")
     if t.batch_size % jax.process_count():
         raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the {jax.process_count()} hosts")
-
-
-class _Preemption:
-    """The first SIGTERM (preemption notice) asks the loop to save and stop after the current
-    step; a second one terminates at once (the default action), so a stuck run stays killable."""
-
-    def __init__(self):
-        self.requested = False
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. inside a test runner thread)
-            pass
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def train(cfg, workdir: str | Path) -> dict:
@@ -102,7 +86,7 @@ def train(cfg, workdir: str | Path) -> dict:
     logger = MetricsLogger(workdir, resume_step=start)
     flops_per_token = train_flops_per_token(model_cfg, cfg.data.seq_len, num_params)
     peak = peak_flops_per_device(cfg.log.peak_flops_per_device)
-    preemption = _Preemption()
+    preemption = Preemption()
     last = {}
     with use_mesh(mesh, rules):
         batches = data.train_batches(start_step=start)

@@ -5,6 +5,26 @@ from ml_collections import ConfigDict
 from ledex_jax.sharding import DEFAULT_RULES
 
 
+MODEL_VARIANTS = {
+    # name: (model preset, checkpoint, tokenizer); for RL the checkpoint is the SFT model
+    "tiny": dict(preset="tiny_llama", checkpoint="", tokenizer="embedded:smollm2"),
+    "smollm2": dict(preset="smollm2_135m", checkpoint="embedded:smollm2", tokenizer=""),
+    "codellama_7b": dict(preset="codellama_7b", checkpoint="codellama/CodeLlama-7b-hf", tokenizer=""),
+    "codellama_13b": dict(preset="codellama_13b", checkpoint="codellama/CodeLlama-13b-hf", tokenizer=""),
+    "starcoder_15b": dict(preset="starcoder_15b", checkpoint="bigcode/starcoder", tokenizer=""),
+}
+
+
+def variant_config(trainer: str, arg: str | None, config_file: str) -> ConfigDict:
+    """base_config for `configs/<file>.py:VARIANT` (default smollm2), with `variant` recorded."""
+    variant = arg or "smollm2"
+    if variant not in MODEL_VARIANTS:
+        raise ValueError(f"{config_file}: unknown variant {variant!r}; choose one of {', '.join(MODEL_VARIANTS)}")
+    c = base_config(trainer=trainer, **MODEL_VARIANTS[variant])
+    c.variant = variant
+    return c
+
+
 def base_config(trainer: str, preset: str, checkpoint: str, tokenizer: str) -> ConfigDict:
     c = ConfigDict()
     c.trainer = trainer

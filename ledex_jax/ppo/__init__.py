@@ -1,0 +1,1 @@
+"""PPO with LeDex's code and explanation rewards."""

@@ -1,0 +1,259 @@
+"""The PPO learner: generate with the JAX sampler, rescore on the device while the rewards are
+computed on the CPU, then PPO epochs over minibatches (TRL v0.8.6 semantics, LEDEX.md §3).
+
+One `step`:
+1. rollout: the `Sampler` (the policy's current weights) samples responses; or the caller passes
+   collected responses (offline mode). Each row is [prompt | response] as the sampler laid it out.
+2. score + stats, overlapped: `score_fn(out)` returns a Future (the execution pool, CodeBLEU and
+   the embedder run on the host) while the device computes the policy's log-probs and values, the
+   frozen reference's log-probs, the per-token KL and the entropy of the same rows.
+3. advantages: −β·KL per token, R(e) at the last explanation token, R(r) at the last token,
+   GAE (γ, λ), whitened advantages (`rewards.place_rewards`, `advantages.gae`).
+4. PPO epochs: seeded permutations into minibatches, each one optimizer update with exact gradient
+   accumulation over micro-batches (`training.train_step`); a minibatch whose mean ratio exceeds
+   `ratio_threshold` contributes no gradient (TRL).
+5. the adaptive KL controller updates β; the sampler takes the new weights (no recompilation).
+Rows whose reward is not finite are counted and masked out of the update, never trained on.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ledex_jax.ppo import advantages as A
+from ledex_jax.ppo import losses as L
+from ledex_jax.ppo.kl_control import kl_update
+from ledex_jax.ppo.policy import PolicyWithValue, response_hidden, response_log_probs
+from ledex_jax.ppo.rewards import place_rewards
+from ledex_jax.sampling import Sampler
+from ledex_jax.sampling.sampler import SampleOutput
+from ledex_jax.sharding import use_mesh
+from ledex_jax.training.train_state import batch_sharding, create_train_state
+from ledex_jax.training.train_step import make_train_step, split_microbatches
+
+ROLLOUT_KEYS = ("input_ids", "attention_mask", "positions")
+
+
+@dataclasses.dataclass
+class RewardBatch:
+    """What a reward function returns for the N rows of a rollout."""
+    code_reward: np.ndarray         # [N] R(r), placed on the last response token; NaN = unscorable row
+    explanation_reward: np.ndarray  # [N] R(e); ignored where explanation_end is -1
+    explanation_end: np.ndarray     # [N] int, index of the last explanation token, -1 = none
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+
+def merge_microbatches(x):
+    """Inverse of `split_microbatches`: [k, B / k, ...] -> [B, ...]."""
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+class PPOLearner:
+    """Holds the train state (policy + value head, optimizer), the frozen reference and the sampler.
+
+    Args:
+      policy: `PolicyWithValue` (its `lm` is also the reference: copied once, never updated).
+      ppo: config.ppo (epochs, minibatch_size, cliprange, ..., see configs/rl.py).
+      batch_size: rollout rows per step (global).
+      sampler_args: keyword arguments for `Sampler` (max_prompt_len, max_batch, ...).
+    """
+
+    def __init__(self, policy: PolicyWithValue, optimizer, mesh, rules, ppo, batch_size: int, tokenizer=None,
+                 sampler_args: dict | None = None, grad_accum_steps: int = 1):
+        self.mesh, self.rules, self.ppo, self.batch_size = mesh, tuple(rules), ppo, batch_size
+        self.grad_accum_steps, self._optimizer = grad_accum_steps, optimizer
+        self.lm_graphdef = nnx.split(policy.lm, nnx.Param)[0]
+        self.graphdef, self.state, self.shardings = create_train_state(policy, optimizer, mesh, self.rules)
+        ref_dtype = jnp.dtype(ppo.reference_dtype) if ppo.reference_dtype else None
+        copy = lambda p: jax.tree.map(lambda x: x.astype(ref_dtype) if ref_dtype and jnp.issubdtype(
+            x.dtype, jnp.floating) else x, p)  # jit outputs never alias its inputs: a true copy
+        self.ref_params = jax.jit(copy, out_shardings=self.shardings.params["lm"])(self.state.params["lm"])
+        self.beta = float(ppo.init_kl_coef)
+        self.sharding = batch_sharding(mesh, self.rules, batch_size)
+        with use_mesh(mesh, self.rules):
+            self.sampler = Sampler(self.lm(), tokenizer, mesh=mesh, rules=self.rules, **(sampler_args or {}))
+        self._stats = {}  # jitted per response length
+        self._advantages = jax.jit(self._advantages_fn)
+        self._train = {}
+
+    # --- weights ---------------------------------------------------------------------------
+    def lm(self):
+        """The policy's language model with the current weights."""
+        return nnx.merge(self.lm_graphdef, self.state.params["lm"])
+
+    def refresh_sampler(self) -> None:
+        self.sampler.update_params(self.lm())
+
+    # --- device programs -------------------------------------------------------------------
+    def _stats_fn(self, response_len: int):
+        ppo, graphdef, lm_graphdef = self.ppo, self.graphdef, self.lm_graphdef
+        full = ppo.kl_penalty == "full"
+
+        def one(params, ref_params, mb):
+            policy, ref = nnx.merge(graphdef, params), nnx.merge(lm_graphdef, ref_params)
+            args = [mb[k] for k in ROLLOUT_KEYS]
+            hidden, tokens = response_hidden(policy.lm, *args, response_len)
+            ref_hidden, _ = response_hidden(ref, *args, response_len)
+            logprobs = response_log_probs(policy.lm, hidden, tokens)
+            ref_logprobs = response_log_probs(ref, ref_hidden, tokens)
+            logits = policy.lm.logits(hidden) if (full or ppo.log_entropy) else None
+            kl = L.kl_penalty(logprobs, ref_logprobs, ppo.kl_penalty, logits,
+                              ref.logits(ref_hidden) if full else None)
+            entropy = L.entropy_from_logits(logits) if ppo.log_entropy else jnp.zeros_like(logprobs)
+            return {"logprobs": logprobs, "ref_logprobs": ref_logprobs, "values": policy.value_head(hidden), "kl": kl,
+                    "entropy": entropy}
+
+        def stats(params, ref_params, batch):
+            micro = split_microbatches(batch, self.forward_micro)
+            out = jax.lax.map(lambda mb: one(params, ref_params, mb), micro)
+            return jax.tree.map(merge_microbatches, out)
+
+        return jax.jit(stats)
+
+    @property
+    def forward_micro(self) -> int:
+        fb = self.ppo.forward_batch_size or self.batch_size
+        return max(1, self.batch_size // fb)
+
+    def _advantages_fn(self, kl, values, mask, end, code_r, expl_r, beta):
+        ppo = self.ppo
+        rewards = place_rewards(beta * kl, mask, end, code_r, expl_r)
+        if ppo.whiten_rewards:
+            rewards = A.whiten(rewards, mask, shift_mean=False)
+        adv, returns = A.gae(rewards, values, mask, ppo.gamma, ppo.lam)
+        if ppo.whiten_advantages:
+            adv = A.whiten(adv, mask)
+        return rewards, adv, returns
+
+    def _train_fn(self, response_len: int):
+        ppo, graphdef = self.ppo, self.graphdef
+
+        def loss_fn(params, mb):
+            policy = nnx.merge(graphdef, params)
+            hidden, tokens = response_hidden(policy.lm, *[mb[k] for k in ROLLOUT_KEYS], response_len)
+            logprobs = response_log_probs(policy.lm, hidden, tokens)
+            values = policy.value_head(hidden)
+            mask = mb["response_mask"]
+            pg, count, pg_clipped = L.policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask, ppo.cliprange)
+            vf, _, vf_clipped = L.value_loss(values, mb["old_values"], mb["returns"], mask, ppo.cliprange_value)
+            ratio, _ = L.ratio_sum(logprobs, mb["old_logprobs"], mask)
+            diff = jnp.where(mask > 0, logprobs - mb["old_logprobs"], 0.0)
+            return pg + ppo.vf_coef * vf, {"count": count, "pg_sum": pg, "vf_sum": vf, "pg_clipped": pg_clipped,
+                                           "vf_clipped": vf_clipped, "ratio_sum": ratio,
+                                           "approx_kl_sum": 0.5 * jnp.sum(diff * diff)}
+
+        skip = lambda t: t["ratio_sum"] / jnp.maximum(t["count"], 1.0) > ppo.ratio_threshold
+        step = make_train_step(loss_fn, self._optimizer, self.grad_accum_steps, skip_update=skip)
+        return jax.jit(step, in_shardings=(self.shardings, self.sharding), out_shardings=(self.shardings, None),
+                       donate_argnums=0)
+
+    # --- one PPO step ------------------------------------------------------------------------
+    def generate(self, prompts, seed: int, **sample_args) -> SampleOutput:
+        with use_mesh(self.mesh, self.rules):
+            return self.sampler.generate(prompts, seed=seed, **sample_args)
+
+    def step(self, out: SampleOutput, score_fn: Callable[[SampleOutput], concurrent.futures.Future],
+             seed: int) -> dict[str, float]:
+        """PPO on one rollout (`out`, from `generate` or collected); returns the step's metrics.
+        `score_fn(out)` must return a Future of a `RewardBatch` (it runs while the device works)."""
+        rb = out.rescoring_batch()
+        m = out.tokens.shape[1]
+        mask = (np.arange(m)[None, :] < out.lengths[:, None]).astype(np.int32)
+        batch = {"input_ids": rb.input_ids, "attention_mask": rb.attention_mask, "positions": rb.positions}
+        if m not in self._stats:
+            self._stats[m] = self._stats_fn(m)
+        t_stats = time.perf_counter()
+        with use_mesh(self.mesh, self.rules):  # dispatched asynchronously: the device works from here on
+            stats = self._stats[m](self.state.params, self.ref_params, self._put(batch))
+        times = {"score_start": time.perf_counter()}
+        future = score_fn(out)
+        future.add_done_callback(lambda _: times.setdefault("score_end", time.perf_counter()))
+        stats = jax.block_until_ready(stats)
+        t_device_end = time.perf_counter()
+        rewards: RewardBatch = future.result()
+        t_score_end = times.get("score_end", time.perf_counter())
+        stats = jax.device_get(stats)
+
+        code_r = np.asarray(rewards.code_reward, np.float64)
+        expl_end = np.asarray(rewards.explanation_end, np.int64).copy()
+        expl_r = np.asarray(rewards.explanation_reward, np.float64)
+        bad = ~np.isfinite(code_r) | ((expl_end >= 0) & ~np.isfinite(expl_r))
+        mask[bad] = 0  # unscorable rows: counted, never trained on
+        code_r, expl_r = np.where(bad, 0.0, code_r), np.where(expl_end >= 0, np.nan_to_num(expl_r), 0.0)
+        expl_end[bad] = -1
+
+        _, adv, returns = jax.device_get(self._advantages(
+            stats["kl"], stats["values"], mask, expl_end, code_r.astype(np.float32), expl_r.astype(np.float32),
+            np.float32(self.beta)))
+        train_batch = {**batch, "response_mask": mask, "old_logprobs": stats["logprobs"],
+                       "old_values": stats["values"], "advantages": adv, "returns": returns}
+        t_train = time.perf_counter()
+        totals = self._ppo_epochs(train_batch, m, seed)
+        t_end = time.perf_counter()
+
+        # the controller and the `kl` metric use log π − log π_ref whatever the penalty's estimator (TRL)
+        kl_per_row = np.sum(np.where(mask > 0, stats["logprobs"] - stats["ref_logprobs"], 0.0), axis=1)
+        live = mask.any(axis=1)
+        mean_kl = float(kl_per_row[live].mean()) if live.any() else 0.0
+        beta_used = self.beta
+        self.beta = float(kl_update(self.ppo.kl_control, self.beta, mean_kl, self.batch_size, self.ppo.target_kl,
+                                    self.ppo.kl_horizon))
+        self.refresh_sampler()
+
+        n_tok = max(float(mask.sum()), 1.0)
+        score_s = t_score_end - times["score_start"]
+        overlap = max(0.0, min(t_score_end, t_device_end) - max(times["score_start"], t_stats))
+        has_expl = (expl_end >= 0) & ~bad
+        metrics = {
+            "reward": float(np.mean((code_r + expl_r)[~bad])) if (~bad).any() else float("nan"),
+            "code_reward": float(code_r[~bad].mean()) if (~bad).any() else float("nan"),
+            "explanation_reward": float(expl_r[has_expl].mean()) if has_expl.any() else float("nan"),
+            "explanation_rows": float(has_expl.sum()),
+            "skipped_rows": float(bad.sum()),
+            "kl": mean_kl, "beta": beta_used,
+            "entropy": float(np.sum(np.where(mask > 0, stats["entropy"], 0.0)) / n_tok),
+            "response_length": float(out.lengths.mean()),
+            "explained_variance": float(L.explained_variance(stats["values"], returns, mask)),
+            "generate_s": 0.0, "score_s": score_s, "stats_s": t_device_end - t_stats, "train_s": t_end - t_train,
+            "scoring_hidden": overlap / score_s if score_s > 0 else 1.0,
+            **{k: float(v) for k, v in totals.items()}, **rewards.metrics,
+        }
+        return metrics
+
+    def _put(self, batch):
+        return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self.sharding), batch)
+
+    def _ppo_epochs(self, batch, m: int, seed: int) -> dict[str, float]:
+        ppo, n = self.ppo, self.batch_size
+        if m not in self._train:
+            self._train[m] = self._train_fn(m)
+        sums = {}
+        updates = skipped = 0
+        with use_mesh(self.mesh, self.rules):
+            for epoch in range(ppo.epochs):
+                order = np.random.default_rng([seed, epoch]).permutation(n)
+                for start in range(0, n, ppo.minibatch_size):
+                    rows = np.sort(order[start:start + ppo.minibatch_size])
+                    mb = self._put({k: np.asarray(v)[rows] for k, v in batch.items()}) if ppo.minibatch_size < n \
+                        else self._put(batch)
+                    self.state, totals = self._train[m](self.state, mb)
+                    totals = jax.device_get(totals)
+                    for k, v in totals.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    ratio = float(totals["ratio_sum"]) / max(float(totals["count"]), 1.0)
+                    skipped += ratio > ppo.ratio_threshold
+                    updates += 1
+        count = max(sums.get("count", 0.0), 1.0)
+        return {"policy_loss": sums["pg_sum"] / count, "value_loss": sums["vf_sum"] / count,
+                "clipfrac": sums["pg_clipped"] / count, "value_clipfrac": sums["vf_clipped"] / count,
+                "approx_kl": sums["approx_kl_sum"] / count, "ratio": sums["ratio_sum"] / count,
+                "grad_norm": sums["grad_norm"] / max(updates, 1), "updates": float(updates),
+                "skipped_updates": float(skipped)}
