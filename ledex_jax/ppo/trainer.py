@@ -210,6 +210,7 @@ def checkpoint_items(state: TrainState) -> dict:
 
 
 def from_items(items: dict, like: TrainState) -> TrainState:
-    from flax import nnx
-    params = nnx.State({"lm": items["params"], "value_head": items["value_head"]})
+    """The restored arrays in the train state's own pytree types (orbax may return plain dicts)."""
+    params = jax.tree.unflatten(jax.tree.structure(like.params),
+                                jax.tree.leaves({"lm": items["params"], "value_head": items["value_head"]}))
     return TrainState(params, items["optimizer"]["opt_state"], items["optimizer"]["step"])
