@@ -178,6 +178,7 @@ def trl_step_seconds(model_dir: str, prompts: list[str], reward_fn, *, max_new_t
     from datasets import Dataset
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                               TrainerCallback)
+    from transformers.trainer_callback import PrinterCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
     from trl.experimental.ppo import ppo_trainer as ppo_mod
 
@@ -232,9 +233,11 @@ def trl_step_seconds(model_dir: str, prompts: list[str], reward_fn, *, max_new_t
     class Timer(TrainerCallback):
         def on_train_begin(self, args, st, control, **kw):
             marks["train_begin"] = [time.perf_counter()]
+            marks["cpu"] = [time.process_time()]
 
         def on_step_end(self, args, st, control, **kw):
             marks["step_end"].append(time.perf_counter())
+            marks["cpu"].append(time.process_time())
             state["train_started"] = False
             if verbose:
                 i = len(marks["step_end"])
@@ -285,6 +288,8 @@ def trl_step_seconds(model_dir: str, prompts: list[str], reward_fn, *, max_new_t
         trainer = PPOTrainer(args=config, processing_class=tok, model=policy, ref_model=ref_policy,
                              reward_model=reward_model, train_dataset=dataset, value_model=value_model,
                              eval_dataset=None, optimizers=(optimizer, scheduler), callbacks=[Timer()])
+        if not verbose:  # TRL prints every step's metrics dict through PrinterCallback
+            trainer.remove_callback(PrinterCallback)
         ppo_mod.batch_generation, ppo_mod.get_reward, ppo_mod.forward = (timed_batch_generation,
                                                                          routed_get_reward, timed_forward)
         try:
@@ -298,6 +303,7 @@ def trl_step_seconds(model_dir: str, prompts: list[str], reward_fn, *, max_new_t
         raise RuntimeError(f"TRL ran {len(ends)} steps, expected {total_steps}")
     starts = marks["train_begin"] + ends[:-1]
     step_s = [e - s for s, e in zip(starts, ends)]
+    cpu_s = [b - a for a, b in zip(marks["cpu"][:-1], marks["cpu"][1:])]
     timed = slice(warmup_steps, total_steps)
 
     def mean(xs):
@@ -319,6 +325,9 @@ def trl_step_seconds(model_dir: str, prompts: list[str], reward_fn, *, max_new_t
         "other": mean(step_s[timed]) - mean(gen_s[timed]) - mean(score_s[timed]) - mean(epochs_s[timed]),
         "reward_fn_s": reward_model.seconds / max(reward_model.calls, 1),
         "step_seconds": step_s,
+        # this process's CPU time per step / (wall * threads): well below 1 when other processes take cores
+        "cpu_utilization": mean(cpu_s[timed]) / (mean(step_s[timed]) * threads),
+        "load_avg_1m_at_end": os.getloadavg()[0],
         "warmup_steps": warmup_steps,
         "timed_steps": timed_steps,
         "settings": {"max_new_tokens": max_new_tokens, "epochs": epochs, "seed": seed, "threads": threads,

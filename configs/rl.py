@@ -43,6 +43,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0
     c.rollout.max_batch = 0  # sampler rows per device call (0 = the whole batch)
+    # Padded prompt widths, e.g. "256,512,1024": each width compiles its own rescoring and train
+    # programs. "" = one width, max_prompt_len (one compilation; MaxText/Tunix pad the same way).
+    c.rollout.prompt_buckets = ""
 
     c.ppo = ConfigDict()
     c.ppo.epochs = 4
@@ -102,7 +105,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         c.data.source = "demo_sft"
         c.data.style = "chat_template"  # an instruct model: its own chat template
         c.model.overrides = {"remat_policy": "attention"}
-        c.rollout.max_prompt_len = 384
+        c.rollout.max_prompt_len = 288  # the demo's longest prompt is 277 tokens
         c.rollout.max_new_tokens = 128
         c.train.batch_size = 8
         c.ppo.minibatch_size = 8

@@ -196,7 +196,11 @@ class PPOLearner:
         train_batch = {**batch, "response_mask": mask, "old_logprobs": stats["logprobs"],
                        "old_values": stats["values"], "advantages": adv, "returns": returns}
         t_train = time.perf_counter()
-        totals = self._ppo_epochs(train_batch, m, seed)
+        if mask.any():
+            totals = self._ppo_epochs(train_batch, m, seed)
+        else:  # nothing scorable: no update at all (Adam's momentum would still move the weights)
+            totals = dict.fromkeys(("policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl", "ratio",
+                                    "grad_norm", "updates", "skipped_updates"), 0.0)
         t_end = time.perf_counter()
 
         # the controller and the `kl` metric use log π − log π_ref whatever the penalty's estimator (TRL)

@@ -132,7 +132,9 @@ def train(cfg, workdir: str | Path) -> dict:
     # --- state: fresh or resumed -------------------------------------------------------
     policy = with_value_head(lm, cfg.seed, cfg.ppo.value_head_std)
     optimizer = make_optimizer(cfg.train, total_steps)
-    sampler_args = dict(max_prompt_len=r.max_prompt_len, max_batch=r.max_batch or None)
+    buckets = sorted({int(b) for b in str(r.prompt_buckets).split(",") if b.strip()} | {r.max_prompt_len})
+    sampler_args = dict(max_prompt_len=r.max_prompt_len, max_batch=r.max_batch or None,
+                        prompt_buckets=[b for b in buckets if b <= r.max_prompt_len])
     learner = PPOLearner(policy, optimizer, mesh, rules, cfg.ppo, cfg.train.batch_size, tokenizer, sampler_args,
                          cfg.train.grad_accum_steps)
     del lm, policy
@@ -182,6 +184,7 @@ def train(cfg, workdir: str | Path) -> dict:
             last = metrics
             if done % cfg.log.every_steps == 0 or done == total_steps:
                 logger.write(done, metrics)
+                bar.write(step_line(done, metrics))
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.3f}",
                             pass_rate=f"{metrics.get('pass_rate', float('nan')):.2f}")
             ckpt.save(done, checkpoint_items(learner.state), {**meta, "step": done, "kl_coef": learner.beta},
@@ -201,6 +204,13 @@ def train(cfg, workdir: str | Path) -> dict:
         reward.close()
         pool.close()
     return {"step": done, **{k: float(v) for k, v in last.items()}}
+
+
+def step_line(step: int, m: dict) -> str:
+    return (f"step {step}: reward {m['reward']:+.3f} (code {m['code_reward']:+.3f}, explanation "
+            f"{m['explanation_reward']:+.3f}) pass rate {m.get('pass_rate', float('nan')):.2f} KL {m['kl']:.4f} "
+            f"beta {m['beta']:.4f} | generate {m['generate_s']:.1f}s score {m['score_s']:.1f}s "
+            f"({100 * m['scoring_hidden']:.0f}% hidden) rescore {m['stats_s']:.1f}s train {m['train_s']:.1f}s")
 
 
 def checkpoint_items(state: TrainState) -> dict:
