@@ -3,6 +3,7 @@ never trained on, the sampler reading new weights without recompiling, and overl
 import concurrent.futures
 
 import jax
+import pytest
 import numpy as np
 import optax
 from flax import nnx
@@ -45,8 +46,13 @@ def test_step_on_eight_devices_equals_one():
         np.testing.assert_allclose(a, b, atol=2e-5)
 
 
-def test_unscorable_rows_are_counted_and_not_trained_on():
-    learner = learner_on((1, 1, 1), 1)
+@pytest.fixture(scope="module")
+def learner():
+    """One single-device learner shared by the tests below (each takes its own steps)."""
+    return learner_on((1, 1, 1), 1)
+
+
+def test_unscorable_rows_are_counted_and_not_trained_on(learner):
     executor = concurrent.futures.ThreadPoolExecutor(1)
     nan_rows = np.array([0, 5])
 
@@ -69,8 +75,7 @@ def test_unscorable_rows_are_counted_and_not_trained_on():
         np.testing.assert_allclose(a, b, atol=1e-7)
 
 
-def test_sampler_follows_the_policy_without_recompiling():
-    learner = learner_on((1, 1, 1), 1)
+def test_sampler_follows_the_policy_without_recompiling(learner):
     score = toys.counting_reward(5, 7, split=3)
     learner.step(learner.generate(PROMPTS, seed=0, max_new_tokens=6, eos_ids=[]), score, seed=0)
     traces = dict(learner.sampler.traces)
