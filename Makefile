@@ -27,8 +27,9 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # bench/executor.py also compares against EvalPlus's checker; its full install pulls API clients.
+# bench/ppo_step.py compares against TRL's PPOTrainer (0.29.1: its last release with PPO).
 bench-deps: $(STAMP)
-	$(BIN)/pip install -q --no-deps evalplus==0.3.1
+	$(BIN)/pip install -q --no-deps evalplus==0.3.1 trl==0.29.1 accelerate==1.16.0
 
 clean-venv:
 	rm -rf $(VENV)
