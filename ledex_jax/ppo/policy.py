@@ -6,7 +6,6 @@ the value of every state before them. The value head is a separate module so che
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 

@@ -36,9 +36,6 @@ def validate(cfg, mesh) -> None:
     """Config errors a user can make, raised before anything compiles."""
     t, p = cfg.train, cfg.ppo
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if jax.process_count() > 1:
-        raise ValueError("PPO runs on a single host (any number of local devices) in this version; multi-host "
-                         "rollouts are not implemented yet. Run on one host, or use the SFT trainer for pods")
     if t.batch_size % p.minibatch_size:
         raise ValueError(f"train.batch_size={t.batch_size} is not divisible by ppo.minibatch_size={p.minibatch_size}")
     if p.minibatch_size % t.grad_accum_steps or (p.minibatch_size // t.grad_accum_steps) % shards:
@@ -124,7 +121,8 @@ def train(cfg, workdir: str | Path) -> dict:
     rows = rl_data.load_rows(cfg.data, report)
     prompts = RLPrompts(rows, rollout.parse_formats(r.formats), cfg.data.style, tokenizer, r.max_prompt_len,
                         model_cfg.max_position_embeddings, r.max_new_tokens, report)
-    (workdir / "rl_data_report.json").write_text(json.dumps(report.to_json(), indent=1))
+    if jax.process_index() == 0:
+        (workdir / "rl_data_report.json").write_text(json.dumps(report.to_json(), indent=1))
     logging.warning("RL data: %s", report.summary())
     total_steps = cfg.train.num_steps if cfg.train.num_steps > 0 else max(
         1, cfg.train.num_epochs * len(prompts.rows) // cfg.train.batch_size)
@@ -136,7 +134,7 @@ def train(cfg, workdir: str | Path) -> dict:
     sampler_args = dict(max_prompt_len=r.max_prompt_len, max_batch=r.max_batch or None,
                         prompt_buckets=[b for b in buckets if b <= r.max_prompt_len])
     learner = PPOLearner(policy, optimizer, mesh, rules, cfg.ppo, cfg.train.batch_size, tokenizer, sampler_args,
-                         cfg.train.grad_accum_steps)
+                         cfg.train.grad_accum_steps, tuple(r.mesh_shape))
     del lm, policy
     ckpt = Checkpointer(workdir / "checkpoints", cfg.checkpoint.keep, cfg.checkpoint.every_steps,
                         cfg.checkpoint.async_save)
@@ -166,11 +164,13 @@ def train(cfg, workdir: str | Path) -> dict:
     try:
         for step in bar:
             rows_b, formats, ids, draws = prompts.batch(step, cfg.train.batch_size, cfg.seed)
+            # this host's rows of the global batch: it samples and scores only these
+            rows_b, formats, ids, draws = ([x[i] for i in learner.rows] for x in (rows_b, formats, ids, draws))
             seed = int(np.random.default_rng([cfg.seed, step]).integers(2 ** 31))
             t0 = time.perf_counter()
             if r.mode == "online":
                 out = learner.generate(ids, seed=seed, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
-                                       top_p=r.top_p, top_k=r.top_k, stop=stop)
+                                       top_p=r.top_p, top_k=r.top_k, stop=stop, row_ids=learner.rows)
             else:
                 out = rollout.offline_output(rows_b, formats, draws, cfg.data.style, tokenizer, ids,
                                              learner.sampler.bucket(max(map(len, ids))), r.max_new_tokens,
@@ -179,7 +179,7 @@ def train(cfg, workdir: str | Path) -> dict:
             metrics = learner.step(out, lambda o: reward.submit(o, rows_b, formats), seed)
             step_s = time.perf_counter() - t0
             metrics.update(generate_s=generate_s, step_s=step_s,
-                           tokens_per_s=float(out.lengths.sum()) / step_s)
+                           tokens_per_s=metrics["response_tokens"] / step_s)
             done = step + 1
             last = metrics
             if done % cfg.log.every_steps == 0 or done == total_steps:

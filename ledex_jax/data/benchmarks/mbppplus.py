@@ -15,7 +15,6 @@ cannot tell right from wrong.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from executors import TestCase
@@ -23,7 +22,7 @@ from ledex_jax.data.benchmarks.mbpp import check_split, mbpp_split, mbpp_task_id
 from ledex_jax.data.benchmarks.mbppplus_inputs import typed_inputs
 from ledex_jax.data.benchmarks.problem import BenchmarkDataError, Problem
 from ledex_jax.data.benchmarks.records import read_records, require
-from ledex_jax.data.benchmarks.reference_outputs import (ReferenceTask, file_sha256,
+from ledex_jax.data.benchmarks.reference_outputs import (ReferenceTask, file_sha256, judged_suites,
                                                           reference_outputs)
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
@@ -33,9 +32,7 @@ RECIPE = "mbppplus/typed-inputs+not-none-adapter/1"  # bump when inputs or adapt
 ACCEPT_CONSTANT = {"are_equivalent": True, "sum_div": 0}
 # Outputs are re.Match objects, which cannot leave the sandbox: judge "is not None" instead.
 NOT_NONE_TASKS = ("check_str", "text_match_three", "text_starta_endb")
-MIN_TIME_LIMIT, TIME_LIMIT_FACTOR = 1.0, 4.0  # EvalPlus's defaults
 WHAT = "MBPP+"
-log = logging.getLogger(__name__)
 
 
 def load_mbppplus(path: str | Path, split: str | None = None, *,
@@ -88,42 +85,24 @@ def _reference_task(record: dict, where: str) -> ReferenceTask:
 
 def _problem(record: dict, task: ReferenceTask, refs) -> Problem:
     atol = float(record["atol"] or 0)
-    tests, suites, limits, timeout = [], {}, [], 0.0
-    for suite in SUITES:
-        start = len(tests)
-        failed = refs.failures[suite]
-        for i, (args, expected) in enumerate(zip(task.inputs[suite], refs.outputs[suite])):
-            if i not in failed:
-                tests.append(TestCase.call(task.entry_point, args, expected=expected, atol=atol))
-                limits.append(max(MIN_TIME_LIMIT, TIME_LIMIT_FACTOR * refs.durations[suite][i]))
-        suites[suite] = (start, len(tests))
-        timeout += sum(limits[start:]) + 1.0
-        if task.inputs[suite] and start == len(tests):
-            raise BenchmarkDataError(
-                f"{WHAT}: {task.task_id}: the reference fails on every {suite} input (first: "
-                f"{next(iter(failed.values()))}); nothing could judge a solution to it")
-    dropped = {s: sorted(f) for s, f in refs.failures.items() if f}
-    if dropped:
-        first = next(m for f in refs.failures.values() for m in f.values())
-        log.warning("%s %s: the reference fails on inputs %s (first: %s); those inputs are "
-                    "dropped", WHAT, task.task_id, dropped, first)
+    judged = judged_suites(task, refs, SUITES, lambda args, expected: TestCase.call(
+        task.entry_point, args, expected=expected, atol=atol), WHAT)
     assertions = [line for line in record.get("assertion", "").splitlines() if line.strip()]
-    metadata = {"dropped_inputs": dropped, "time_limits": tuple(limits),
-                "per_test_time_limit": max(limits, default=MIN_TIME_LIMIT)}
+    metadata = dict(judged.metadata)
     if record["entry_point"] in ACCEPT_CONSTANT:
         metadata["accept_constant"] = ACCEPT_CONSTANT[record["entry_point"]]
     return Problem(
         task_id=task.task_id,
         benchmark="mbppplus",
         prompt=record["prompt"].strip().strip("'\"").strip(),
-        tests=tuple(tests),
+        tests=judged.tests,
         reference=task.code,
         entry_point=record["entry_point"],
         setup_code=task.setup_code,
         split=mbpp_split(int(task.task_id.split("/")[1])),
         examples=tuple(assertions[:1]),
         completion_prefix=record["prompt"],
-        suites=suites,
-        timeout=timeout,
+        suites=judged.suites,
+        timeout=judged.timeout,
         metadata=metadata,
     )

@@ -175,3 +175,44 @@ def _write_new(path: Path, data: dict) -> None:
             log.info("%s appeared while computing; keeping the existing file", path)
     finally:
         os.unlink(tmp)
+
+
+MIN_TIME_LIMIT, TIME_LIMIT_FACTOR = 1.0, 4.0  # EvalPlus's per-input limit: max(1 s, 4x the reference's time)
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgedSuites:
+    """An EvalPlus task's tests, suite by suite, with the inputs its reference fails on dropped."""
+    tests: tuple
+    suites: dict            # suite -> (start, stop) over `tests`
+    timeout: float          # the program's budget: every kept input's limit + 1 s per suite
+    metadata: dict          # dropped_inputs, time_limits, per_test_time_limit
+
+
+def judged_suites(task: "ReferenceTask", refs: "ReferenceOutputs", suites: Sequence[str], make_test,
+                  what: str) -> JudgedSuites:
+    """``make_test(args, expected)`` -> the TestCase of one input whose reference output is
+    ``expected``; inputs the reference fails on are dropped (with a warning), a suite where it
+    fails on every input is an error."""
+    tests, spans, limits, timeout = [], {}, [], 0.0
+    for suite in suites:
+        start = len(tests)
+        failed = refs.failures[suite]
+        for i, (args, expected) in enumerate(zip(task.inputs[suite], refs.outputs[suite])):
+            if i not in failed:
+                tests.append(make_test(args, expected))
+                limits.append(max(MIN_TIME_LIMIT, TIME_LIMIT_FACTOR * refs.durations[suite][i]))
+        spans[suite] = (start, len(tests))
+        timeout += sum(limits[start:]) + 1.0
+        if task.inputs[suite] and start == len(tests):
+            raise BenchmarkDataError(
+                f"{what}: {task.task_id}: the reference fails on every {suite} input (first: "
+                f"{next(iter(failed.values()))}); nothing could judge a solution to it")
+    dropped = {s: sorted(f) for s, f in refs.failures.items() if f}
+    if dropped:
+        first = next(m for f in refs.failures.values() for m in f.values())
+        log.warning("%s %s: the reference fails on inputs %s (first: %s); those inputs are "
+                    "dropped", what, task.task_id, dropped, first)
+    return JudgedSuites(tuple(tests), spans, timeout, {
+        "dropped_inputs": dropped, "time_limits": tuple(limits),
+        "per_test_time_limit": max(limits, default=MIN_TIME_LIMIT)})
