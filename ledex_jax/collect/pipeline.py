@@ -177,13 +177,9 @@ class Collection:
     def local_mesh(self):
         """The mesh a local model samples on: this host's devices only (hosts do not talk while
         collecting); None on a single device."""
-        import jax
+        from ledex_jax.sharding import local_mesh
 
-        from ledex_jax.sharding import make_mesh
-
-        devices = jax.local_devices()
-        mesh = make_mesh(tuple(self.cfg.sample.mesh_shape), devices=devices)
-        return mesh if mesh.size > 1 else None
+        return local_mesh(self.cfg.sample.mesh_shape)
 
     def teacher(self):
         if self._teacher is None:
