@@ -66,12 +66,12 @@ def make_mesh(shape: Sequence[int] = (1, -1, 1), axis_names: Sequence[str] = MES
                          axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
 
 
-
 def local_mesh(shape: Sequence[int] = (1, -1, 1)) -> Mesh | None:
     """A mesh over this host's devices only (hosts that do not talk: sampling for data
     collection and evaluation); None on a single device."""
     mesh = make_mesh(tuple(shape), devices=jax.local_devices())
     return mesh if mesh.size > 1 else None
+
 
 def rules_dict(rules: Iterable[tuple[str, object]]) -> dict[str, object]:
     out = {}
