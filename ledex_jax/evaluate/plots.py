@@ -90,7 +90,7 @@ def draw_round_curves(panels: Mapping[str, Mapping[str, Sequence[Point]]], path:
         raise ValueError("draw_round_curves: nothing to draw (no panels)")
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
-    fig = _new_figure(4.2 * ncols, 3.4 * nrows + 0.9)
+    fig = _new_figure(max(6.0, 4.2 * ncols), 3.4 * nrows + 0.9)  # room for the title over one panel
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     styles = styles or {}
     handles = {}
