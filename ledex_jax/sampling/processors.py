@@ -19,13 +19,68 @@ class Mode(NamedTuple):
     use_top_p: bool = False
 
 
-def nucleus(sorted_logits, top_p):
+# How many top logits the nucleus is looked for among before searching the whole vocabulary.
+NUCLEUS_CANDIDATES = 64
+
+
+def nucleus(sorted_logits, top_p, log_normalizer=None):
     """Masks (to -inf) tokens outside the smallest prefix of a descending-sorted row whose
-    probability mass reaches top_p; the most likely token is always kept (HF semantics)."""
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    probability mass reaches top_p; the most likely token is always kept (HF semantics).
+    `log_normalizer` [B, 1]: the row's logsumexp when `sorted_logits` is only its top entries."""
+    if log_normalizer is None:
+        log_normalizer = jax.nn.logsumexp(sorted_logits, axis=-1, keepdims=True)
+    probs = jnp.exp(sorted_logits - log_normalizer)
     mass_before = jnp.cumsum(probs, axis=-1) - probs
     keep = (mass_before < top_p) | (jnp.arange(sorted_logits.shape[-1]) == 0)
     return jnp.where(keep, sorted_logits, -jnp.inf)
+
+
+def _order_key(x):
+    """uint32 keys that sort like the float32 values `x` (for bisection over floats)."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _from_order_key(key):
+    bits = jnp.where(key >> 31 == 1, key & jnp.uint32(0x7FFFFFFF), ~key)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def nucleus_threshold(scaled, top_p, candidates: int = NUCLEUS_CANDIDATES):
+    """Each row's smallest kept logit [B, 1]: token i is in the nucleus iff the probability of
+    the tokens strictly more likely than it is below top_p (HF's sorted-prefix rule, with all
+    tokens tied at the boundary kept, so the result never depends on a sort's tie order).
+
+    No vocabulary sort: when every row's top `candidates` logits decide its nucleus (the mass
+    above the smallest of them reaches top_p), it is read off them (~10 ms per decode step at
+    64 rows, V=49152 on CPU); otherwise, rarely, a 32-step bisection over float order finds the
+    threshold exactly for the whole batch (~50 ms; a full sort costs ~700 ms)."""
+    log_normalizer = jax.nn.logsumexp(scaled, axis=-1, keepdims=True)
+    k = min(candidates, scaled.shape[-1])
+    top, _ = jax.lax.top_k(scaled, k)
+    probs = jnp.exp(top - log_normalizer)
+    above = jnp.sum(jnp.where(top[:, None, :] > top[:, :, None], probs[:, None, :], 0.0), axis=-1)
+    from_top = jnp.min(jnp.where(above < top_p, top, jnp.inf), axis=-1, keepdims=True)
+    smallest = jnp.min(top, axis=-1, keepdims=True)  # not top[:, -1:]: XLA turns that slice into a full sort
+    decided = jnp.sum(jnp.where(top > smallest, probs, 0.0), axis=-1) >= top_p
+
+    def bisect():
+        probs_all = jnp.exp(scaled - log_normalizer)
+
+        def step(_, bounds):  # invariant: mass above `hi` < top_p <= mass above `lo`
+            lo, hi = bounds
+            mid = lo + (hi - lo) // 2
+            mass = jnp.sum(jnp.where(scaled > _from_order_key(mid), probs_all, 0.0), axis=-1, keepdims=True)
+            below, done = mass < top_p, hi - lo <= 1  # once adjacent, `hi` is the answer
+            return jnp.where(below | done, lo, mid), jnp.where(below & ~done, mid, hi)
+
+        lo = _order_key(jnp.min(scaled, axis=-1, keepdims=True)) - 1
+        hi = _order_key(jnp.max(scaled, axis=-1, keepdims=True))
+        return _from_order_key(jax.lax.fori_loop(0, 32, step, (lo, hi))[1])
+
+    if k == scaled.shape[-1]:
+        return from_top
+    return jax.lax.cond(jnp.all(decided), lambda: from_top, bisect)
 
 
 def step_keys(row_keys, step):
@@ -75,11 +130,14 @@ def choose(logits, keys, mode: Mode, temperature, top_p):
         tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         return tokens, jnp.zeros(tokens.shape, jnp.float32)
     scaled = logits / temperature
-    if mode.top_k or mode.use_top_p:
-        k = min(mode.top_k or logits.shape[-1], logits.shape[-1])
+    if mode.top_k:
+        k = min(mode.top_k, logits.shape[-1])
         scaled, index = jax.lax.top_k(scaled, k)  # sorted descending
         if mode.use_top_p:
             scaled = nucleus(scaled, top_p)
+    elif mode.use_top_p:
+        scaled = jnp.where(scaled >= nucleus_threshold(scaled, top_p), scaled, -jnp.inf)
+        index = None
     else:
         index = None
     choice, logprob = categorical(keys, scaled)

@@ -90,8 +90,10 @@ class Sampler:
         `encode(text) -> ids` and `decode(ids, skip_special_tokens=...)` (HF tokenizers).
       max_prompt_len: longest accepted prompt (tokens); prompts are left-padded to a bucket.
       prompt_buckets: padded prompt lengths (default: `default_buckets(max_prompt_len)`).
-      max_batch: prompts per device call; longer lists run in groups of this size (the last group
-        padded, so all groups share one program). Default: the whole list in one group.
+      max_batch: prompts per device call; longer lists run in groups of this size. A last group
+        that is not full is padded only to the smallest halving of the group that holds it (at
+        most log2(max_batch) more programs, instead of decoding up to ~2x dead rows). Default:
+        the whole list in one group.
       chunk_size: tokens per decode chunk when stop strings are given.
       mesh, rules: run under this mesh with the batch sharded over the rules' `batch` axes.
       unrolled: decode with a Python loop over layers and per-layer weights/caches in the decode
@@ -245,13 +247,20 @@ class Sampler:
         group = max(1, (max_batch or self.max_batch or len(ids) * n) // n)  # prompts per device call
         group = -(-group // self.batch_shards) * self.batch_shards
         bar = _progress_bar(len(ids) * n, progress)
-        parts = [self._run_group(ids[i:i + group], rows[i * n:(i + group) * n], group, n, max_new_tokens, mode,
-                                 knobs, seed, stop, bar) for i in range(0, len(ids), group)]
+        parts = [self._run_group(ids[i:i + group], rows[i * n:(i + group) * n], self._group_size(len(ids) - i, group),
+                                 n, max_new_tokens, mode, knobs, seed, stop, bar) for i in range(0, len(ids), group)]
         bar.close()
         tokens, raw, sampled, lengths = (np.concatenate([p[j] for p in parts]) for j in range(4))
         width = max(self.bucket(max(map(len, ids[i:i + group]))) for i in range(0, len(ids), group))
         prompt_ids, prompt_mask = left_pad([seq for seq in ids for _ in range(n)], self.pad_id, width)
         return self._finish(tokens, raw, sampled, lengths, eos, stop, prompt_ids, prompt_mask)
+
+    def _group_size(self, prompts: int, group: int) -> int:
+        """Prompts one device call is padded to: `group`, halved while the half still holds
+        `prompts` and splits evenly over the batch shards."""
+        while group // 2 >= prompts and (group // 2) % self.batch_shards == 0:
+            group //= 2
+        return group
 
     def _validate(self, ids, max_new_tokens, temperature, top_p, top_k, stop):
         if not ids:

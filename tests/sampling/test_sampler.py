@@ -166,8 +166,10 @@ def test_seeded_and_independent_of_batch_composition(llama):
     # row 2 alone (same row id, same bucket) draws the same tokens as inside the batch
     alone = sampler.generate([PROMPTS[2]], NEW, seed=7, row_ids=[2], **kw)
     np.testing.assert_array_equal(alone.tokens[0], a.tokens[2])
-    grouped = Sampler(llama, max_prompt_len=16, max_batch=3).generate(PROMPTS, NEW, seed=7, **kw)
+    grouped_sampler = Sampler(llama, max_prompt_len=16, max_batch=3)
+    grouped = grouped_sampler.generate(PROMPTS, NEW, seed=7, **kw)
     np.testing.assert_array_equal(grouped.tokens, a.tokens)
+    assert grouped_sampler.traces["prefill"] == 2  # 3 prompts, then the last one alone (not padded to 3)
     chunked = Sampler(llama, max_prompt_len=16, chunk_size=3).generate(PROMPTS, NEW, seed=7, progress=True, **kw)
     np.testing.assert_array_equal(chunked.tokens, a.tokens)
 
