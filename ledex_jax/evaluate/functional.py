@@ -53,11 +53,12 @@ def suite_verdicts(problem: Problem, tests: Sequence[TestResult]) -> dict[str, b
 
 
 def status_counts(tests: Sequence[TestResult]) -> dict[str, int]:
-    """How many tests ended in each status (passed, failed, error, timeout, skipped)."""
+    """How many tests ended in each status (passed, failed, error, timeout, skipped), keys sorted
+    (the records are compared byte for byte across resumed runs)."""
     statuses: dict[str, int] = {}
     for test in tests:
         statuses[test.status] = statuses.get(test.status, 0) + 1
-    return statuses
+    return dict(sorted(statuses.items()))
 
 
 def judge(problem: Problem, sample: Sample, result: ExecutionResult) -> SampleResult:

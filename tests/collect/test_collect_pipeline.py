@@ -12,7 +12,8 @@ import pytest
 from ledex_jax.serve.launch import free_port
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from collect_helpers import OUTPUTS, kill_once_written, outputs  # noqa: E402
+from collect_helpers import OUTPUTS, outputs  # noqa: E402
+from process_helpers import kill_once_written  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(REPO / "tests" / "collect" / "run_scripted_collect.py"),

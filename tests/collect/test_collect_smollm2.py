@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from collect_helpers import kill_once_written, outputs  # noqa: E402
+from collect_helpers import outputs  # noqa: E402
+from process_helpers import kill_once_written  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(REPO / "scripts" / "collect.py"), "--config=" + str(REPO / "configs" / "collect.py") + ":demo"]

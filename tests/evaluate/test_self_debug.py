@@ -6,10 +6,8 @@ below are worked out by hand from its script.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction as F
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from ledex_jax.data.prompts import EXPLAIN_REFINE_INSTRUCTION, REFINE_INSTRUCTIO
 from ledex_jax.evaluate.eval_model import EvalModelError, ModelOptions, load_eval_model
 from ledex_jax.evaluate.self_debug import (PASSES_BASE_FEEDBACK, SelfDebugError, SelfDebugEval, Settings,
                                            answer_key, default_workdir, summary_text)
+from process_helpers import kill_when
 from self_debug_fakes import PLUS_MARK, scenario
 
 HERE = Path(__file__).resolve().parent
@@ -204,15 +203,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_results(finished, tmp_path
     verdicts = workdir / "records" / "toy" / "verdicts" / "part-00000.jsonl"
     proc = subprocess.Popen(runner + [str(workdir), str(tmp_path / "first.log")], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "SELF_DEBUG_DELAY": "0.25"})
-    deadline = time.time() + 120
-    try:  # kill once round 1 has saved some verdicts (toy's 6 initial ones come first)
-        while not (verdicts.exists() and verdicts.read_bytes().count(b"\n") > 6):
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.time() < deadline
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # kill once round 1 has saved some verdicts (toy's 6 initial ones come first)
+    kill_when(proc, lambda: verdicts.exists() and verdicts.read_bytes().count(b"\n") > 6, 120)
     assert not (workdir / "results.json").exists()
     saved = store.read_stage(workdir / "records" / "toy", "answers")
     saved.update(store.read_stage(workdir / "records" / "humaneval", "answers"))

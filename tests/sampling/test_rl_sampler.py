@@ -4,7 +4,6 @@ strings checked on new tokens only."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
