@@ -99,7 +99,6 @@ def run_ours(args) -> dict:
 
 
 def run_trl(args) -> dict:
-    import numpy as np
     from trl_ppo_anchor import ensure_hf_model, trl_step_seconds
     from ledex_jax.ppo.trainer import make_reward
     from ledex_jax.training.model_setup import load_tokenizer_for

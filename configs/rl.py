@@ -67,6 +67,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.ppo.whiten_rewards = False
     c.ppo.whiten_advantages = True
     c.ppo.forward_batch_size = 0  # rows per rescoring forward (0 = the whole batch)
+    # Rescoring and training micro-batches group rows of similar prompt length and drop the
+    # prompt columns all their rows pad, down to one of the sampler's bucket widths (each width
+    # its own program). False: every micro-batch at the rollout's full prompt width (one program).
+    c.ppo.trim_prompts = True
     c.ppo.reference_dtype = ""  # frozen reference copy's dtype ("" = as the policy's params, e.g. "bfloat16")
     c.ppo.log_entropy = True  # entropy metric (one more LM-head product per rescoring)
     c.ppo.value_head_std = 1e-3  # value head init: small weights, zero bias

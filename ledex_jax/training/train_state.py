@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -42,14 +43,12 @@ def batch_sharding(mesh, rules=DEFAULT_RULES, batch_size: int | None = None) -> 
     return NamedSharding(mesh, logical_to_spec(("batch", "length"), rules, mesh, shape, "batch"))
 
 
-def process_rows(sharding: NamedSharding, batch_size: int) -> "np.ndarray":
+def process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
     """Indices of the global batch rows held by this process's devices, in global order.
 
     Every host builds the same global batch (deterministic for a seed and step) and feeds only
     these rows, so an N-host run sees exactly the batches of a 1-host run.
     """
-    import numpy as np
-
     rows = set()
     for index in sharding.addressable_devices_indices_map((batch_size, 1)).values():
         rows.update(range(batch_size)[index[0]])

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_marks import implementations, needs
+from kernel_marks import needs
 
 from ledex_jax import ops as O
 from ledex_jax.kernels import flash_attention as fa

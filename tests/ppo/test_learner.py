@@ -6,7 +6,6 @@ import jax
 import pytest
 import numpy as np
 import optax
-from flax import nnx
 
 from ledex_jax.models import build_model, get_preset
 from ledex_jax.ppo.learner import PPOLearner, RewardBatch
@@ -88,3 +87,30 @@ def test_sampler_follows_the_policy_without_recompiling(learner):
     hidden, tokens = response_hidden(lm, rb.input_ids, rb.attention_mask, rb.positions, out.tokens.shape[1])
     np.testing.assert_allclose(np.asarray(response_log_probs(lm, hidden, tokens)), out.logprobs, atol=2e-4)
     assert 0.0 <= learner.step(out, score, seed=1)["scoring_hidden"] <= 1.0
+
+
+def test_micro_batches_cut_to_their_prompts_width_give_the_same_step():
+    """Prompts of 3 to 40 tokens: with trim_prompts the rescoring and every update run on
+    micro-batches of similar length at a few narrower widths; the statistics, metrics and the
+    new weights are those of the one-width step."""
+    prompts = [list(np.random.default_rng(i).integers(3, 16, size=n)) for i, n in
+               enumerate([3, 30, 5, 22, 40, 4, 20, 6])]
+    score = toys.counting_reward(5, 7, split=3)
+    results = []
+    for trim in (False, True):
+        cfg = get_preset("tiny_llama").replace(vocab_size=16, max_position_embeddings=64, bos_token_id=1,
+                                               eos_token_id=2, pad_token_id=0)
+        ppo = toys.ppo_settings(minibatch_size=4, epochs=2, forward_batch_size=2, trim_prompts=trim)
+        learner = PPOLearner(with_value_head(build_model(cfg, 0), 0), optax.adam(1e-2),
+                             make_mesh((1, 1, 1), devices=jax.devices()[:1]), DEFAULT_RULES, ppo, 8,
+                             sampler_args=dict(max_prompt_len=48), grad_accum_steps=2)
+        out = learner.generate(prompts, seed=3, max_new_tokens=6, eos_ids=[])
+        assert out.prompt_ids.shape[1] == 48
+        metrics = learner.step(out, score, seed=3)
+        results.append((metrics, params_of(learner), learner))
+    (m_full, p_full, full), (m_cut, p_cut, cut) = results
+    assert not full._grouped and cut._grouped["stats", 6]._cache_size() == 3  # widths 16, 24 and 48
+    for key in ("reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl", "grad_norm"):
+        assert abs(m_full[key] - m_cut[key]) < 1e-5 * max(1.0, abs(m_full[key])), (key, m_full[key], m_cut[key])
+    for a, b in zip(p_full, p_cut):
+        np.testing.assert_allclose(a, b, atol=2e-5)
