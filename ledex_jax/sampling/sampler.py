@@ -90,7 +90,8 @@ class Sampler:
         `encode(text) -> ids` and `decode(ids, skip_special_tokens=...)` (HF tokenizers).
       max_prompt_len: longest accepted prompt (tokens); prompts are left-padded to a bucket.
       prompt_buckets: padded prompt lengths (default: `default_buckets(max_prompt_len)`).
-      max_batch: prompts per device call; longer lists run in groups of this size. A last group
+      max_batch: prompts per device call; longer lists run in groups of this size, prompts of
+        similar length together (results come back in the caller's order). A last group
         that is not full is padded only to the smallest halving of the group that holds it (at
         most log2(max_batch) more programs, instead of decoding up to ~2x dead rows). Default:
         the whole list in one group.
@@ -246,12 +247,18 @@ class Sampler:
             raise ValueError(f"row_ids has {rows.size} entries; need one per completion ({len(ids)} prompts x n={n})")
         group = max(1, (max_batch or self.max_batch or len(ids) * n) // n)  # prompts per device call
         group = -(-group // self.batch_shards) * self.batch_shards
+        # several device calls: each takes prompts of similar length (a shorter bucket for most)
+        order = np.argsort([len(seq) for seq in ids], kind="stable") if len(ids) > group else np.arange(len(ids))
+        by_length, rows = [ids[i] for i in order], rows.reshape(len(ids), n)[order].reshape(-1)
         bar = _progress_bar(len(ids) * n, progress)
-        parts = [self._run_group(ids[i:i + group], rows[i * n:(i + group) * n], self._group_size(len(ids) - i, group),
-                                 n, max_new_tokens, mode, knobs, seed, stop, bar) for i in range(0, len(ids), group)]
+        parts = [self._run_group(by_length[i:i + group], rows[i * n:(i + group) * n],
+                                 self._group_size(len(ids) - i, group), n, max_new_tokens, mode, knobs, seed, stop, bar)
+                 for i in range(0, len(ids), group)]
         bar.close()
-        tokens, raw, sampled, lengths = (np.concatenate([p[j] for p in parts]) for j in range(4))
-        width = max(self.bucket(max(map(len, ids[i:i + group]))) for i in range(0, len(ids), group))
+        back = np.argsort(order)  # sorted position of each prompt, in the caller's order
+        restore = lambda x: x.reshape(len(ids), n, *x.shape[1:])[back].reshape(x.shape)
+        tokens, raw, sampled, lengths = (restore(np.concatenate([part[j] for part in parts])) for j in range(4))
+        width = self.bucket(max(map(len, ids)))
         prompt_ids, prompt_mask = left_pad([seq for seq in ids for _ in range(n)], self.pad_id, width)
         return self._finish(tokens, raw, sampled, lengths, eos, stop, prompt_ids, prompt_mask)
 

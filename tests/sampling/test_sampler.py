@@ -174,6 +174,20 @@ def test_seeded_and_independent_of_batch_composition(llama):
     np.testing.assert_array_equal(chunked.tokens, a.tokens)
 
 
+def test_device_calls_take_prompts_of_similar_length(llama):
+    """Groups are formed by prompt length (two short prompts in bucket 16, two long in 32, not
+    two calls at 32), and the results come back in the caller's order, as from one call."""
+    prompts = [[1] + list(range(3, 32)), [1, 5, 6], [1] + list(range(40, 67)), [1, 9, 9, 4]]
+    kw = dict(temperature=1.0, top_p=0.9, eos_ids=[], seed=4, n=2)
+    whole = Sampler(llama, max_prompt_len=32).generate(prompts, NEW, **kw)
+    sampler = Sampler(llama, max_prompt_len=32, max_batch=4)
+    grouped = sampler.generate(prompts, NEW, **kw)
+    np.testing.assert_array_equal(grouped.tokens, whole.tokens)
+    np.testing.assert_array_equal(grouped.prompt_ids, whole.prompt_ids)
+    np.testing.assert_allclose(grouped.logprobs, whole.logprobs, atol=1e-5)
+    assert sampler.traces["prefill"] == 2 and sampler.bucket(4) == 16 and sampler.bucket(30) == 32
+
+
 def test_second_call_in_same_bucket_does_not_recompile(llama):
     sampler = Sampler(llama, max_prompt_len=64)
     sampler.generate(PROMPTS, NEW, temperature=0.8, top_p=0.9, eos_ids=[2], seed=0)
