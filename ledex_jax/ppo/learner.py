@@ -162,7 +162,10 @@ class PPOLearner:
         if ("stats", m) not in self._grouped:
             self._grouped["stats", m] = jax.jit(self._stats_one(m))
         one, parts, order = self._grouped["stats", m], [], []
-        for rows, keep in length_groups(np.arange(self.batch_size), prompt_lens, self.forward_micro, width,
+        # rows per forward: at most forward_batch_size, and no more than a training micro-batch
+        # (more groups, less padding)
+        rows_per = min(self.batch_size // self.forward_micro, self.ppo.minibatch_size // self.grad_accum_steps)
+        for rows, keep in length_groups(np.arange(self.batch_size), prompt_lens, self.batch_size // rows_per, width,
                                         self.trim_widths(width)):
             parts.append(one(self.state.params, self.ref_params, self._cut(batch, rows, width - keep)))
             order.append(rows)
