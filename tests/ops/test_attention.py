@@ -35,6 +35,32 @@ def test_dot_attention_matches_reference():
     np.testing.assert_allclose(got, np.einsum("bhts,bshd->bthd", probs, vr), rtol=1e-5, atol=1e-5)
 
 
+def test_causal_blocks_equal_one_product_on_real_queries(monkeypatch):
+    """Query blocks over the keys up to their end (block 4 over 11 tokens: 3 blocks, the last
+    partial), with left padding and packed segments, equal `dot_attention` on every real query,
+    and so do their gradients."""
+    monkeypatch.setattr(attention_op, "CAUSAL_BLOCK", 4)
+    rng = np.random.default_rng(4)
+    b, t, h, hkv, d = 2, 11, 4, 2, 8
+    q, k, v = (jnp.asarray(rng.normal(size=(b, t, n, d)), jnp.float32) for n in (h, hkv, hkv))
+    attention = np.ones((b, t), np.int32)
+    attention[1, :5] = 0
+    segments = np.array([[1] * 6 + [2] * 5, [0] * 5 + [1] * 6], np.int32)
+    visible = O.AttentionMask.build(t, jnp.asarray(attention), jnp.asarray(segments)).visible
+    real = jnp.asarray(attention, jnp.float32)[:, :, None, None]
+
+    def loss(fn, q, k, v):
+        out = fn(XLA, q, heads_first(k), heads_first(v), visible, d ** -0.5)
+        return jnp.sum(jnp.sin(out) * real), out
+
+    (_, want), want_grads = jax.value_and_grad(lambda *a: loss(O.dot_attention, *a), (0, 1, 2), has_aux=True)(q, k, v)
+    (_, got), got_grads = jax.value_and_grad(lambda *a: loss(attention_op.causal_block_attention, *a), (0, 1, 2),
+                                             has_aux=True)(q, k, v)
+    np.testing.assert_allclose(got * real, want * real, rtol=1e-5, atol=1e-6)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
 def test_mask_segments_for_segment_kernels():
     """Padding gets segment 0, real tokens 1 + their packed segment id."""
     key_mask = jnp.asarray([[0, 0, 1, 1], [1, 1, 1, 1]])
