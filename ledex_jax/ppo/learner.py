@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -162,18 +163,32 @@ class PPOLearner:
         if ("stats", m) not in self._grouped:
             self._grouped["stats", m] = jax.jit(self._stats_one(m))
         one, parts, order = self._grouped["stats", m], [], []
-        # rows per forward: at most forward_batch_size, and no more than a training micro-batch
-        # (more groups, less padding)
-        rows_per = min(self.batch_size // self.forward_micro, self.ppo.minibatch_size // self.grad_accum_steps)
-        for rows, keep in length_groups(np.arange(self.batch_size), prompt_lens, self.batch_size // rows_per, width,
-                                        self.trim_widths(width)):
+        for rows, keep in length_groups(np.arange(self.batch_size), prompt_lens,
+                                        self.batch_size // self._forward_rows, width, self.trim_widths(width)):
             parts.append(one(self.state.params, self.ref_params, self._cut(batch, rows, width - keep)))
             order.append(rows)
         return self._assemble(parts, np.argsort(np.concatenate(order)))
 
     def trim_widths(self, width: int) -> tuple[int, ...]:
-        """Prompt widths a micro-batch may be cut to (none when `ppo.trim_prompts` is off)."""
-        return default_buckets(width) if self.ppo.trim_prompts else (width,)
+        """Prompt widths a micro-batch may be cut to: none when `ppo.trim_prompts` is off, or
+        when a micro-batch's rows do not split evenly over the batch's devices (each cut
+        micro-batch is laid out on its own; the one-program path handles uneven splits)."""
+        spec = self.sharding.spec[0]
+        shards = math.prod(self.mesh.shape[a] for a in ((spec,) if isinstance(spec, str) else tuple(spec or ())))
+        if not self.ppo.trim_prompts or self._micro_rows % shards or self._forward_rows % shards:
+            return (width,)
+        return default_buckets(width)
+
+    @property
+    def _micro_rows(self) -> int:
+        """Rows of one training micro-batch."""
+        return self.ppo.minibatch_size // self.grad_accum_steps
+
+    @property
+    def _forward_rows(self) -> int:
+        """Rows of one cut rescoring forward: at most forward_batch_size, and no more than a
+        training micro-batch (more groups, less padding)."""
+        return min(self.batch_size // self.forward_micro, self._micro_rows)
 
     def _cut(self, batch, rows: np.ndarray, start: int):
         """Rows `rows` of a global batch, without the first `start` prompt columns."""

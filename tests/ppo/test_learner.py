@@ -39,6 +39,9 @@ def test_step_on_eight_devices_equals_one():
         results.append((out.tokens, metrics, params_of(learner)))
     (t1, m1, p1), (t8, m8, p8) = results
     np.testing.assert_array_equal(t1, t8)  # row-keyed sampling: same tokens on any mesh
+    assert learner.trim_widths(48) == (16, 24, 32, 48)  # micro-batches of 4 rows over 4 batch shards
+    learner.grad_accum_steps = 2  # 2 rows over 4 shards: cut micro-batches would not split evenly
+    assert learner.trim_widths(48) == (48,)
     for key in ("reward", "kl", "policy_loss", "value_loss"):
         assert abs(m1[key] - m8[key]) < 1e-4, (key, m1[key], m8[key])
     for a, b in zip(p1, p8):
