@@ -155,6 +155,7 @@ def _collected_row(i, refinements, reference=""):
             "fraction_passed": 0.0, "refinements": refinements, "failed": [], "reference": reference}
 
 
+@pytest.mark.slow  # 55 s; `make test-all`
 def test_rows_without_references_are_counted_and_skipped(tmp_path):
     fix = [{"id": "t0", "code": "def sum_of_squares(n):\n    return sum(i * i for i in range(n + 1))",
             "explanation": "range must include n"}]
@@ -173,6 +174,7 @@ def test_rows_without_references_are_counted_and_skipped(tmp_path):
     assert proc.returncode != 0 and "no trainable RL rows" in proc.stderr
 
 
+@pytest.mark.slow  # 55 s; `make test-all`
 def test_prompts_over_the_budget_are_counted_and_skipped(tmp_path):
     proc = run_train(tmp_path / "run", ["--config.rollout.max_prompt_len=200", "--config.train.num_steps=1"])
     assert proc.returncode == 0, proc.stderr[-3000:]

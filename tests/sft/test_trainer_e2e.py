@@ -99,6 +99,7 @@ def test_two_processes_match_one(uninterrupted, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # 90 s; `make test-all`
 def test_corrupt_checkpoint_is_reported_and_others_kept(uninterrupted, tmp_path):
     import shutil
     workdir = tmp_path / "corrupt"
