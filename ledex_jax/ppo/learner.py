@@ -92,7 +92,6 @@ class PPOLearner:
         self.ref_params = jax.jit(copy, out_shardings=self.shardings.params["lm"])(self.state.params["lm"])
         self.beta = float(ppo.init_kl_coef)
         self.sharding = batch_sharding(mesh, self.rules, batch_size)
-        self.mb_sharding = batch_sharding(mesh, self.rules, ppo.minibatch_size)
         self.rows = process_rows(self.sharding, batch_size)  # this host's rows of every global batch
         self.replica = hosts.LocalReplica(sample_mesh_shape, self.rules) if hosts.multihost() else None
         self.sample_mesh = self.replica.mesh if self.replica else mesh
@@ -102,8 +101,6 @@ class PPOLearner:
                                    **(sampler_args or {}))
         self._stats = {}  # jitted per response length
         self._advantages = jax.jit(self._advantages_fn, out_shardings=(self.sharding, self.sharding, None))
-        self._take = jax.jit(lambda batch, rows: jax.tree.map(lambda x: x[rows], batch),
-                             out_shardings=self.mb_sharding)
         self._train = {}
         self._cuts, self._grouped = {}, {}  # micro-batches cut to their prompts' width (`micro_batches.py`)
         self._assemble = jax.jit(lambda parts, order: jax.tree.map(lambda *x: jnp.concatenate(x)[order], *parts),
@@ -375,7 +372,7 @@ class PPOLearner:
                     if trim:
                         totals = self._grouped_update(m, batch, rows, prompt_lens, width)
                     else:
-                        mb = self._take(batch, rows) if ppo.minibatch_size < n else batch
+                        mb = self._cut(batch, rows, 0) if ppo.minibatch_size < n else batch
                         self.state, totals = self._train[m](self.state, mb)
                     totals = jax.device_get(totals)
                     for k, v in totals.items():
