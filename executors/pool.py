@@ -5,9 +5,16 @@ sandboxed worker it starts (`executors.worker`: inside bubblewrap when available
 its own where the host allows, see `executors.cgroups`), served by one thread here. This process
 only queues programs, watches the judge's deadlines and collects verdicts: it never compares a
 program's values and never runs test code.
+
+A program whose tests are expected to compute long (their `TestCase.cost`) is split into parts
+that run on several slots at once, merged into one result (`_SplitRun`). Each part runs in a
+fresh child: module state does not carry from one part's inputs to another's, whereas EvalPlus
+runs all of a program's inputs in one process.
 """
 import concurrent.futures
 import copy
+import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -33,6 +40,8 @@ _STOP = object()
 _JUDGE_SLACK = 5.0   # seconds beyond a test's limits before the judge is presumed stuck
 _JUDGE_MB = 4096     # the judge's own address-space cap
 _SLOT_NUMBERS = itertools.count()  # across pools: each slot's sandbox uid is its own
+# what the judge reports for a test after a fail_fast stop (judge._stop_at_first_failure)
+_SKIPPED = {"status": "skipped", "message": "not run: an earlier test did not pass (fail_fast)"}
 
 
 class ExecutionPool:
@@ -57,6 +66,12 @@ class ExecutionPool:
         be used), "required" (raise CgroupsUnavailable instead) or "none". See
         `executors.cgroups` for how the limits map. `pool.cgroups` says what is used ("v2",
         "v1" or None) and `pool.cgroups_reason` where, or why not.
+      split_cost: a program with 2 or more tests, none of them stdio, whose tests' summed
+        `TestCase.cost` exceeds this many seconds runs as up to `workers` parts of about equal
+        cost on several slots at once, merged into one result as if run whole (with fail_fast,
+        tests after the first that did not pass are "skipped", and parts not yet started when an
+        earlier one fails are not run). Each part runs in a fresh child: module state does not
+        carry between parts (EvalPlus runs all inputs in one process). 0 or None: never split.
     """
 
     def __init__(self, workers=None, per_test_timeout=3.0, memory_mb=2048, program_timeout=60.0,
@@ -64,9 +79,12 @@ class ExecutionPool:
                  file_size_mb=16, max_open_files=256, max_processes=128,
                  max_output_bytes=1 << 20, python=None, max_jobs_per_worker=2000, tmp_mb=64,
                  start_timeout=60.0, cgroups="auto", max_reply_bytes=protocol.MAX_FRAME,
-                 allow_unsandboxed=False):
+                 allow_unsandboxed=False, split_cost=0.25):
         if min(per_test_timeout, load_timeout, program_timeout) <= 0:
             raise ValueError("timeouts must be positive")
+        if split_cost is not None and not split_cost >= 0:
+            raise ValueError(f"split_cost must be >= 0 seconds or None, got {split_cost!r}")
+        self.split_cost = float(split_cost or 0.0)
         self.limits = Limits(per_test_timeout=float(per_test_timeout),
                              load_timeout=float(load_timeout),
                              program_timeout=float(program_timeout), memory_mb=int(memory_mb),
@@ -127,7 +145,7 @@ class ExecutionPool:
                     first.add_done_callback(lambda f: self._follow_up(f, fut, job))
                     return fut
                 self._inflight[key] = fut
-        self._queue.put((job, fut))
+        self._dispatch(job, fut)
         return fut
 
     def run(self, programs, progress=False):
@@ -190,7 +208,27 @@ class ExecutionPool:
         except (TypeError, ValueError, RecursionError):
             key = None
         return {"program": program, "specs": specs, "timeout": timeout, "key": key,
-                "t0": time.monotonic()}
+                "parts": self._split_bounds(program.tests), "t0": time.monotonic()}
+
+    def _dispatch(self, job, fut):
+        """Queue `job` for one slot, or as parts for several (see `split_cost`)."""
+        if job["parts"] is None:
+            self._queue.put((job, fut))
+        else:
+            _SplitRun(self, job, fut).start()
+
+    def _split_bounds(self, tests):
+        """[(start, stop)] of contiguous parts of about equal summed cost, each worth a slot of
+        its own (split_cost / 2 or more), or None to run the tests whole."""
+        costs = [t.cost for t in tests]
+        total = sum(costs)
+        if (not self.split_cost or self.workers < 2 or len(tests) < 2 or total <= self.split_cost
+                or any(t.kind == "stdio" for t in tests)):
+            return None
+        least = self.split_cost / 2
+        parts = _even_parts(costs, min(self.workers, int(total / least)))
+        bounds = _join_cheap(parts, costs, least)
+        return bounds if len(bounds) > 1 else None
 
     def _finish(self, job, fut, results=None, error=""):
         """Resolve `fut`: `results` maps the index of each test the judge ran (among the valid
@@ -207,12 +245,21 @@ class ExecutionPool:
                     continue
                 tests.append(_test_result(results.get(k), test))
                 k += 1
-            n_passed = sum(t.status == "passed" for t in tests)
-            result = ExecutionResult(
-                id=program.id, passed=n_passed == len(tests), tests=tests,
-                feedback=feedback_mod.feedback(tests, [t.kind for t in program.tests]),
-                fraction_passed=n_passed / len(tests), wall_time=time.monotonic() - job["t0"],
-                sandbox=self.sandbox)
+            result = self._summary(job, tests)
+        self._resolve(job, fut, result)
+
+    def _summary(self, job, tests):
+        """The ExecutionResult of `job`'s program from its TestResults (all of them, in order)."""
+        program = job["program"]
+        n_passed = sum(t.status == "passed" for t in tests)
+        return ExecutionResult(
+            id=program.id, passed=n_passed == len(tests), tests=tests,
+            feedback=feedback_mod.feedback(tests, [t.kind for t in program.tests]),
+            fraction_passed=n_passed / len(tests), wall_time=time.monotonic() - job["t0"],
+            sandbox=self.sandbox)
+
+    def _resolve(self, job, fut, result):
+        """Cache `result` under the job's key, end its in-flight entry, and set `fut`."""
         key = job["key"]
         if key is not None:
             self.cache.put(key, result)
@@ -226,7 +273,7 @@ class ExecutionPool:
         if fut.done():
             return
         if first.cancelled():  # the caller cancelled the first one: run this one after all
-            self._queue.put((job, fut))
+            self._dispatch(job, fut)
             return
         result = copy.deepcopy(first.result())
         result.id, result.cached = job["program"].id, True
@@ -481,6 +528,117 @@ class _WorkerSlot:
         cgroup, self.cgroup = self.cgroup, None
         if cgroup is not None:  # whatever the program left running dies with it
             self.pool._cgroups.remove(cgroup)
+
+
+class _SplitRun:
+    """One program run as parts (contiguous slices of its tests) on several slots at once; once
+    every part is done, their results are merged into the program's one result, as if it had
+    run whole. Each part is an ordinary job with its own future and no cache key (the cache and
+    the in-flight entry are the whole program's)."""
+
+    def __init__(self, pool, job, fut):
+        self.pool, self.job, self.fut = pool, job, fut
+        self.fail_fast = bool(job["program"].fail_fast)
+        self.parts = [(_part_job(job, start, stop), concurrent.futures.Future())
+                      for start, stop in job["parts"]]
+        self.left = len(self.parts)
+        self.lock = threading.Lock()
+
+    def start(self):
+        self.fut.add_done_callback(self._program_done)
+        for i, (_, part_fut) in enumerate(self.parts):
+            part_fut.add_done_callback(functools.partial(self._part_done, i))
+        for item in self.parts:  # in test order: the first parts start first
+            self.pool._queue.put(item)
+
+    def _program_done(self, fut):
+        """The caller cancelled the program: drop the parts not started, end its in-flight
+        entry (as a slot does for a cancelled program)."""
+        if not fut.cancelled():
+            return
+        with self.pool._inflight_lock:
+            if self.pool._inflight.get(self.job["key"]) is fut:
+                del self.pool._inflight[self.job["key"]]
+        for _, part_fut in self.parts:
+            part_fut.cancel()
+
+    def _part_done(self, i, part_fut):
+        if self.fail_fast and _stopped(*self.parts[i]):  # the parts after it cannot count: not run
+            for _, later in self.parts[i + 1:]:
+                later.cancel()
+        with self.lock:
+            self.left -= 1
+            if self.left:
+                return
+        try:
+            result = self._merge()
+            if result is not None:
+                self.pool._resolve(self.job, self.fut, result)
+        except Exception as e:  # never leave a future unresolved
+            log.exception("executors: merging the parts of %r failed", self.job["program"].id)
+            self.pool._resolve(self.job, self.fut, _error_result(
+                self.job["program"].id, f"internal error: {type(e).__name__}: {e}",
+                self.pool.sandbox))
+
+    def _merge(self):
+        """The parts' tests in order (with fail_fast, every part after the first one that
+        stopped reports its tests skipped, as the judge does after a stop), or the first error
+        among the parts that count; None if the caller cancelled the program (nothing to
+        report, nothing to cache)."""
+        tests, stop = [], False
+        for part, part_fut in self.parts:
+            if stop:
+                tests += [_test_result(_SKIPPED, t) for t in part["program"].tests]
+                continue
+            if part_fut.cancelled() or self.fut.cancelled():
+                return None
+            result = part_fut.result()
+            if result.error:
+                return _error_result(self.job["program"].id, result.error, self.pool.sandbox)
+            tests += result.tests
+            stop = self.fail_fast and _stopped(part, part_fut)
+        return self.pool._summary(self.job, tests)
+
+
+def _even_parts(costs, n):
+    """At most `n` non-empty contiguous [(start, stop)] of about equal summed cost: each item
+    goes to the part whose share of the total its midpoint falls in."""
+    total, cuts, done = sum(costs), [0], 0.0
+    for i, cost in enumerate(costs):
+        if len(cuts) < n and i > cuts[-1] and done + cost / 2 >= total * len(cuts) / n:
+            cuts.append(i)
+        done += cost
+    return list(zip(cuts, cuts[1:] + [len(costs)]))
+
+
+def _join_cheap(bounds, costs, least):
+    """`bounds` with every part costing less than `least` joined to the part before it (the
+    first such part: to the one after it), as no slot of its own is worth it."""
+    joined = []
+    for start, stop in bounds:
+        if joined and min(sum(costs[joined[-1][0]:joined[-1][1]]), sum(costs[start:stop])) < least:
+            joined[-1] = (joined[-1][0], stop)
+        else:
+            joined.append((start, stop))
+    return joined
+
+
+def _part_job(job, start, stop):
+    """The job running tests[start:stop] of `job`'s program, otherwise the same program."""
+    program = job["program"]
+    return dict(job, program=dataclasses.replace(program, tests=program.tests[start:stop]),
+                specs=job["specs"][start:stop], key=None, parts=None)
+
+
+def _stopped(part, part_fut):
+    """Whether a finished part failed as a whole or the judge stopped it (fail_fast) at a test
+    that did not pass. (Invalid tests never reach the judge, so they stop nothing, as in a
+    program run whole.)"""
+    if part_fut.cancelled():
+        return False
+    result = part_fut.result()
+    return bool(result.error) or any(t.status != "passed" for t, (spec, _) in
+                                     zip(result.tests, part["specs"]) if spec is not None)
 
 
 def _error_result(pid, error, sandbox_mode):

@@ -1,5 +1,6 @@
 """The public data model: programs, their tests, and what running them produced."""
 import dataclasses
+import math
 from typing import Any, ClassVar, List, Optional
 
 
@@ -27,7 +28,9 @@ KINDS = ("assertion", "check", "call", "stdio")
 @dataclasses.dataclass
 class TestCase:
     """One test. Build with the constructors below rather than directly; once submitted to a
-    pool, a TestCase is taken as fixed (the pool keeps its encoded form on it)."""
+    pool, a TestCase is taken as fixed (the pool keeps its encoded form on it).
+    `cost`: expected seconds of compute, a hint for ExecutionPool's `split_cost` only (not judged).
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -40,12 +43,16 @@ class TestCase:
     stdin: str = ""
     expected_stdout: str = ""
     float_tol: float = 1e-6   # stdio: tolerance for tokens that are floats in the expected output
+    cost: float = dataclasses.field(default=0.0, compare=False)
 
     NO_EXPECTED: ClassVar[_NoExpected] = NO_EXPECTED
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"TestCase.kind must be one of {KINDS}, got {self.kind!r}")
+        if isinstance(self.cost, bool) or not isinstance(self.cost, (int, float)) or not (
+                math.isfinite(self.cost) and self.cost >= 0):
+            raise ValueError(f"TestCase.cost must be a number of seconds >= 0, got {self.cost!r}")
 
     @classmethod
     def assertion(cls, source: str, entry_point: str = "") -> "TestCase":
@@ -63,12 +70,12 @@ class TestCase:
 
     @classmethod
     def call(cls, entry_point: str, args: list, expected: Any = NO_EXPECTED,
-             atol: float = 0.0) -> "TestCase":
+             atol: float = 0.0, cost: float = 0.0) -> "TestCase":
         """An EvalPlus-style test: entry_point(*args) compared to `expected` in the parent."""
         if not isinstance(args, (list, tuple)):
             raise TypeError(f"args must be a list, got {type(args).__name__}")
         return cls("call", entry_point=_text(entry_point, "entry_point"), args=list(args),
-                   expected=expected, atol=float(atol))
+                   expected=expected, atol=float(atol), cost=cost)
 
     @classmethod
     def stdio(cls, stdin: str, expected_stdout: str, float_tol: float = 1e-6) -> "TestCase":

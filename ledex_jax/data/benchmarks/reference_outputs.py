@@ -193,14 +193,16 @@ def judged_suites(task: "ReferenceTask", refs: "ReferenceOutputs", suites: Seque
                   what: str) -> JudgedSuites:
     """``make_test(args, expected)`` -> the TestCase of one input whose reference output is
     ``expected``; inputs the reference fails on are dropped (with a warning), a suite where it
-    fails on every input is an error."""
+    fails on every input is an error. Each test's ``cost`` is the reference's time on its input,
+    so the pool can spread a long-computing task over several workers."""
     tests, spans, limits, timeout = [], {}, [], 0.0
     for suite in suites:
         start = len(tests)
         failed = refs.failures[suite]
         for i, (args, expected) in enumerate(zip(task.inputs[suite], refs.outputs[suite])):
             if i not in failed:
-                tests.append(make_test(args, expected))
+                tests.append(dataclasses.replace(make_test(args, expected),
+                                                 cost=max(0.0, refs.durations[suite][i])))
                 limits.append(max(MIN_TIME_LIMIT, TIME_LIMIT_FACTOR * refs.durations[suite][i]))
         spans[suite] = (start, len(tests))
         timeout += sum(limits[start:]) + 1.0
