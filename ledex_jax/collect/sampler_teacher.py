@@ -2,8 +2,10 @@
 initial solutions, and the `self` / `hf:` / `gguf:` teachers.
 
 Each request's prompt is prefilled once for its n answers (`Sampler.generate(n=...)`), and
-answer j of a request seeded s draws from random stream `key_seed(s, j)`, so an item's answers
-do not depend on the batch it shares.
+requests that begin alike (a problem's refinement prompts) share the prefill of their common
+start (`shared_prefix` tokens or more, `sampling/prefix.py`). Answer j of a request seeded s
+draws from random stream `key_seed(s, j)`, so an item's answers do not depend on the batch it
+shares.
 """
 from __future__ import annotations
 
@@ -17,14 +19,15 @@ class SamplerTeacher:
     """Chat requests -> answers with a local model (one `Sampler`, shared by all calls)."""
 
     def __init__(self, model, tokenizer, *, name: str, style: str = "chat_template",
-                 max_prompt_len: int = 2048, max_batch: int | None = 64, mesh=None):
+                 max_prompt_len: int = 2048, max_batch: int | None = 64, mesh=None, shared_prefix: int = 32):
         from ledex_jax.sampling import Sampler
 
         if style == "chat_template":
             prompts.require_template(tokenizer)
         self.name, self.style, self.tokenizer = name, style, tokenizer
         self.max_prompt_len = max_prompt_len
-        self.sampler = Sampler(model, tokenizer, max_prompt_len=max_prompt_len, max_batch=max_batch, mesh=mesh)
+        self.sampler = Sampler(model, tokenizer, max_prompt_len=max_prompt_len, max_batch=max_batch, mesh=mesh,
+                               shared_prefix=shared_prefix)
         self.context = model.config.max_position_embeddings
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:

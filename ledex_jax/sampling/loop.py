@@ -122,12 +122,43 @@ def prefill(graphdef, params, weights: DecodeWeights | None, input_ids, prompt_m
                         cache=KVCache(*_constrain_cache(cache.k, cache.v), cache.end), logits=False, ops=ops,
                         weights=weights)
     logits = model.logits(out.hidden[:, -1], ops, weights)
-    k, v = out.cache.k, out.cache.v
+    return _first_tokens(out.cache.k, out.cache.v, logits, prompt_mask, keys, active, knobs, mode, max_new, samples)
+
+
+def prefill_shared(graphdef, params, weights: DecodeWeights | None, prefix_ids, prefix_mask, row_prefix, rest_ids,
+                   rest_mask, keys, active, knobs: Knobs, *, ops: O.Ops, mode: Mode, max_new: int, samples: int = 1,
+                   cache_dtype=None) -> DecodeState:
+    """`prefill` of prompts given as shared prefixes [U, Pp] and own rests [B, Pr] (prompt b is
+    prefix `row_prefix[b]` + rest b; `prefix.plan_prefixes`): each prefix is prefilled once,
+    its cache copied to the rows that continue it, then the rests attend to it. The cache holds
+    [prefix | rest | generated]; positions count real tokens, so the result is the plain
+    prefill's up to float rounding."""
+    model = nnx.merge(graphdef, params)
+    per_layer = weights is not None
+    (u, pp), pr = prefix_ids.shape, rest_ids.shape[1]
+    cache = model.init_cache(u, pp + pr, cache_dtype, per_layer=per_layer)
+    prefix_slots = jnp.concatenate([prefix_mask, jnp.zeros((u, pr), prefix_mask.dtype)], axis=1)
+    out = model.forward(prefix_ids, prefix_slots, positions=default_positions(prefix_mask),
+                        cache=KVCache(*_constrain_cache(cache.k, cache.v), 0), logits=False, ops=ops, weights=weights)
+    k, v = jax.tree.map(lambda x: jnp.take(x, row_prefix, axis=x.ndim - 4), (out.cache.k, out.cache.v))
+    prompt_mask = jnp.concatenate([jnp.take(prefix_mask, row_prefix, axis=0), rest_mask], axis=1)
+    out = model.forward(rest_ids, prompt_mask, positions=default_positions(prompt_mask)[:, pp:],
+                        cache=KVCache(*_constrain_cache(k, v), pp), logits=False, ops=ops, weights=weights)
+    logits = model.logits(out.hidden[:, -1], ops, weights)
+    grow = lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, max_new), (0, 0)])  # room for the generated slots
+    k, v = jax.tree.map(grow, (out.cache.k, out.cache.v))
+    return _first_tokens(k, v, logits, prompt_mask, keys, active, knobs, mode, max_new, samples)
+
+
+def _first_tokens(k, v, logits, prompt_mask, keys, active, knobs: Knobs, mode: Mode, max_new: int,
+                  samples: int) -> DecodeState:
+    """The decode state after a prefill: each prompt's cache and last logits repeated for its
+    `samples` rows, and every active row's first token chosen."""
     if samples > 1:
         per_row = lambda x, axis: jnp.repeat(x, samples, axis=axis)
         k, v = jax.tree.map(lambda x: per_row(x, x.ndim - 4), (k, v))  # the batch axis of [(L,) B, Hkv, S, D]
         logits, prompt_mask = per_row(logits, 0), per_row(prompt_mask, 0)
-    rows = b * samples
+    rows = logits.shape[0]
     zeros = jnp.zeros((rows, max_new), jnp.float32)
     k, v = _constrain_cache(k, v)
     state = DecodeState(k, v, jnp.full((rows, max_new), knobs.pad_id, jnp.int32), zeros, zeros, ~active,

@@ -18,6 +18,11 @@ result is truncated (see `stop.py`). Without stop strings the whole generation i
 n samples per prompt (`generate(..., n=k)`): the prompt is prefilled once and its cache
 broadcast to its k rows; row i*k + j samples exactly as row i*k + j of the prompts repeated.
 
+Shared prefixes (`shared_prefix=m`): prompts of one device call that begin with >= m equal
+tokens (a problem's refinement prompts) have those tokens prefilled once (`prefix.py`), when
+that costs less than the plain layout; the tokens drawn are the plain prefill's up to float
+rounding of the logits.
+
 Weights: the sampler keeps its own copy in the compute dtype (`update_params`), so a train step
 that donates its buffers never deletes the sampler's.
 """
@@ -36,7 +41,7 @@ import numpy as np
 from flax import nnx
 
 from ledex_jax import ops as O
-from ledex_jax.sampling import loop
+from ledex_jax.sampling import loop, prefix
 from ledex_jax.sampling.layout import RescoringBatch, left_pad, rescoring_batch
 from ledex_jax.sampling.processors import Mode, row_keys
 from ledex_jax.sampling.stop import StopWatch, cut_tokens, first_stop
@@ -103,12 +108,15 @@ class Sampler:
         models on GPU, see docs/benchmarks.md).
       kernels: the implementation choice for this sampler's programs (`ModelConfig.kernels`
         values, table in `ledex_jax/ops/choice.py`); default: the model's.
+      shared_prefix: prompts in one device call that begin with at least this many equal
+        tokens share the prefill of those tokens (see the module docstring); 0: off.
     """
 
     def __init__(self, model, tokenizer=None, *, max_prompt_len: int = 1024,
                  prompt_buckets: Sequence[int] | None = None, max_batch: int | None = None,
                  chunk_size: int = 32, pad_id: int | None = None, mesh=None, rules=DEFAULT_RULES,
-                 cache_dtype=None, unrolled: bool | None = None, kernels: str | None = None):
+                 cache_dtype=None, unrolled: bool | None = None, kernels: str | None = None,
+                 shared_prefix: int = 0):
         self.config = model.config
         self.tokenizer = tokenizer
         self.max_prompt_len = max_prompt_len
@@ -116,6 +124,9 @@ class Sampler:
         if self.buckets[-1] < max_prompt_len:
             raise ValueError(f"prompt_buckets {self.buckets} must reach max_prompt_len={max_prompt_len}")
         self.max_batch, self.chunk_size = max_batch, chunk_size
+        if shared_prefix < 0:
+            raise ValueError(f"shared_prefix={shared_prefix} must be >= 0 (0: off)")
+        self.shared_prefix = int(shared_prefix)
         self.mesh, self.rules = mesh, tuple(rules)
         if pad_id is None:
             pad_id = getattr(tokenizer, "pad_token_id", None)
@@ -131,12 +142,16 @@ class Sampler:
         self._split = jax.jit(self._counted("decode_weights", split), static_argnums=(0,))
         self.prefill_fn = jax.jit(self._counted("prefill", loop.prefill), static_argnums=(0,),
                                   static_argnames=("ops", "mode", "max_new", "samples", "cache_dtype"))
+        self.prefill_shared_fn = jax.jit(self._counted("prefill_shared", loop.prefill_shared), static_argnums=(0,),
+                                         static_argnames=("ops", "mode", "max_new", "samples", "cache_dtype"))
         self.decode_fn = jax.jit(self._counted("decode", loop.decode), static_argnums=(0,),
                                  static_argnames=("ops", "mode"), donate_argnums=(3,))
         self.graphdef, self.params, self.layer_params = None, None, None
         self._copy = None  # the jitted weight copy (`update_params`)
         self.update_params(model)
         self._prefill = functools.partial(self.prefill_fn, self.graphdef, ops=self.ops, cache_dtype=cache_dtype)
+        self._prefill_shared = functools.partial(self.prefill_shared_fn, self.graphdef, ops=self.ops,
+                                                 cache_dtype=cache_dtype)
         self._decode = functools.partial(self.decode_fn, self.graphdef, ops=self.ops)
         self._row_keys = jax.jit(self._counted("row_keys", row_keys))
 
@@ -247,8 +262,11 @@ class Sampler:
             raise ValueError(f"row_ids has {rows.size} entries; need one per completion ({len(ids)} prompts x n={n})")
         group = max(1, (max_batch or self.max_batch or len(ids) * n) // n)  # prompts per device call
         group = -(-group // self.batch_shards) * self.batch_shards
-        # several device calls: each takes prompts of similar length (a shorter bucket for most)
-        order = np.argsort([len(seq) for seq in ids], kind="stable") if len(ids) > group else np.arange(len(ids))
+        # several device calls: each takes prompts of similar length (a shorter bucket for most),
+        # prompts that share a prefix together
+        order = np.arange(len(ids))
+        if len(ids) > group:
+            order = prefix.call_order(ids, self.shared_prefix)
         by_length, rows = [ids[i] for i in order], rows.reshape(len(ids), n)[order].reshape(-1)
         bar = _progress_bar(len(ids) * n, progress)
         parts = [self._run_group(by_length[i:i + group], rows[i * n:(i + group) * n],
@@ -268,6 +286,12 @@ class Sampler:
         while group // 2 >= prompts and (group // 2) % self.batch_shards == 0:
             group //= 2
         return group
+
+    def _prefix_rows(self, prefixes: int) -> int:
+        """Prefix rows one shared prefill is padded to: a power of two (few programs), split
+        evenly over the batch shards."""
+        rows = 1 << max(0, prefixes - 1).bit_length()
+        return -(-rows // self.batch_shards) * self.batch_shards
 
     def _validate(self, ids, max_new_tokens, temperature, top_p, top_k, stop):
         if not ids:
@@ -290,16 +314,24 @@ class Sampler:
         """`ids`: up to `group` prompts (the group is padded to `group` so all share one program);
         `rows`: the random-stream ids of their len(ids) * n completions."""
         prompts, width = len(ids), self.bucket(max(map(len, ids)))
-        input_ids, mask = left_pad(ids + [ids[0]] * (group - prompts), self.pad_id, width)
+        padded = ids + [ids[0]] * (group - prompts)
         real = prompts * n
         row_ids = np.zeros(group * n, np.int32)
         row_ids[:real] = rows
         watch = StopWatch(stop, self.decode_text, group * n) if stop else None
         with self._context():
             keys = self._put(np.asarray(self._row_keys(jnp.int32(seed), jnp.asarray(row_ids))))
-            state = self._prefill(self.params, self.layer_params, self._put(input_ids), self._put(mask), keys,
-                                  self._put(np.arange(group * n) < real), knobs, mode=mode, max_new=max_new,
-                                  samples=n)
+            active = self._put(np.arange(group * n) < real)
+            plan = None if not self.shared_prefix else prefix.plan_prefixes(
+                padded, min_shared=self.shared_prefix, samples=n, plain_width=width, bucket=prefix.block_width,
+                prefix_rows=self._prefix_rows, pad_id=self.pad_id)
+            if plan is None:
+                input_ids, mask = left_pad(padded, self.pad_id, width)
+                state = self._prefill(self.params, self.layer_params, self._put(input_ids), self._put(mask), keys,
+                                      active, knobs, mode=mode, max_new=max_new, samples=n)
+            else:
+                state = self._prefill_shared(self.params, self.layer_params, *map(self._put, plan), keys, active,
+                                             knobs, mode=mode, max_new=max_new, samples=n)
             chunked, done = bool(stop) or not bar.disable, 0
             while True:
                 if watch is not None:
