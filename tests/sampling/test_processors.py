@@ -32,8 +32,8 @@ def kept(logits, top_p, **kw):
 
 @pytest.mark.parametrize("scale,rank", [(6.0, 3), (6.0, 40), (1.0, 300), (0.2, 1500)])
 def test_threshold_matches_reference_on_both_paths(scale, rank):
-    """Peaked rows are decided by the 64 candidates; flat ones (nucleus of hundreds of tokens)
-    by the bisection; both give the reference's set."""
+    """Peaked rows are decided by the 512 candidates; flat ones (a nucleus of 1500 tokens) by
+    the bisection; both give the reference's set."""
     logits = np.asarray(jax.random.normal(jax.random.key(rank), (3, 2000)), np.float64) * scale
     for row in logits:
         top_p = safe_top_p(row, rank)
@@ -48,6 +48,11 @@ def test_tied_boundary_tokens_are_all_kept():
     assert kept(logits, 0.5).tolist() == [[True, True, True, True]]  # the 0.2s tie: no sort order decides
     assert kept(logits, 0.3).tolist() == [[True, False, False, False]]
     assert kept(logits, 0.5, candidates=2).tolist() == [[True, True, True, True]]  # tie past the candidates
+    # ties among the candidates of a longer row: the mass above a tied token excludes its twins
+    logits = np.log(np.asarray([[0.3, 0.15, 0.15, 0.15, 0.1, 0.05, 0.05, 0.05]], np.float32))
+    assert kept(logits, 0.4, candidates=6).tolist() == [[True, True, True, True, False, False, False, False]]
+    assert kept(logits, 0.8, candidates=6).tolist() == [[True] * 5 + [False] * 3]
+    assert kept(logits, 0.9, candidates=6).tolist() == [[True] * 8]  # decided past the candidates: bisection
 
 
 def test_masked_tokens_never_kept_even_for_top_p_near_one():
