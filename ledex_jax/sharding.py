@@ -112,6 +112,13 @@ def logical_to_spec(axes: Sequence[str | None], rules, mesh: Mesh | None = None,
     return PartitionSpec(*spec)
 
 
+def spec_devices(mesh: Mesh, entry) -> int:
+    """How many devices one PartitionSpec entry (a mesh axis name, a tuple of them, or None)
+    splits its array axis over."""
+    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    return math.prod(mesh.shape[a] for a in axes)
+
+
 def named_sharding(mesh: Mesh, axes: Sequence[str | None], rules, shape=None, what="array") -> NamedSharding:
     return NamedSharding(mesh, logical_to_spec(axes, rules, mesh, shape, what))
 

@@ -75,6 +75,8 @@ def attend(ops: Ops, q, k, v, mask: AttentionMask, scale: float, cache=None, rec
     k_cache, v_cache = cache
     if ops.cache_attention == "cpu" and cpu_decode_attention.applies(q, k_cache, v_cache):
         return cpu_decode_attention.decode_attention(q, k_cache, v_cache, mask.visible[:, 0], scale), cache
+    if isinstance(mask.q_offset, int) and q.shape[1] > 1:  # many tokens after a static prefix
+        return causal_block_attention(ops, q, k_cache, v_cache, mask.visible, scale, mask.q_offset), cache
     return dot_attention(ops, q, k_cache, v_cache, mask.visible, scale), cache
 
 
@@ -98,17 +100,19 @@ def _attend_new_tokens(ops: Ops, q, k, v, mask: AttentionMask, scale, recompute)
 CAUSAL_BLOCK = 256
 
 
-def causal_block_attention(ops: Ops, q, k, v, visible, scale: float):
-    """`dot_attention` for T queries at slots 0..T-1 over their own T keys (no cache offset), one
-    block of queries at a time over the keys up to its last query only: the keys after it are
-    masked by causality, so real queries get the same result without their scores. (A padding
-    query, which sees nothing, averages fewer slots; no real token reads it.)"""
+def causal_block_attention(ops: Ops, q, k, v, visible, scale: float, offset: int = 0):
+    """`dot_attention` for T queries at slots offset..offset+T-1 (a static `offset`: 0 for a
+    fresh prompt, the prefix's width for a prompt's rest after a shared prefix), one block of
+    queries at a time over the keys up to its last query only: the keys after it are masked by
+    causality, so real queries get the same result without their scores (and a block's scores
+    are all that is held at once). (A padding query, which sees nothing, averages fewer slots; no
+    real token reads it.)"""
     t = q.shape[1]
     parts = []
     for start in range(0, t, CAUSAL_BLOCK):
         end = min(t, start + CAUSAL_BLOCK)
-        parts.append(dot_attention(ops, q[:, start:end], k[:, :, :end], v[:, :, :end],
-                                   visible[:, start:end, :end], scale))
+        parts.append(dot_attention(ops, q[:, start:end], k[:, :, :offset + end], v[:, :, :offset + end],
+                                   visible[:, start:end, :offset + end], scale))
     return jnp.concatenate(parts, axis=1)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import math
 import time
 from typing import Callable
 
@@ -44,7 +43,7 @@ from ledex_jax.ppo.policy import PolicyWithValue, response_hidden, response_log_
 from ledex_jax.ppo.rewards import place_rewards
 from ledex_jax.sampling import Sampler
 from ledex_jax.sampling.sampler import SampleOutput, default_buckets
-from ledex_jax.sharding import use_mesh
+from ledex_jax.sharding import spec_devices, use_mesh
 from ledex_jax.training.train_state import batch_sharding, create_train_state, process_rows
 from ledex_jax.training.train_step import Accumulation, make_train_step, split_microbatches
 
@@ -170,8 +169,7 @@ class PPOLearner:
         """Prompt widths a micro-batch may be cut to: none when `ppo.trim_prompts` is off, or
         when a micro-batch's rows do not split evenly over the batch's devices (each cut
         micro-batch is laid out on its own; the one-program path handles uneven splits)."""
-        spec = self.sharding.spec[0]
-        shards = math.prod(self.mesh.shape[a] for a in ((spec,) if isinstance(spec, str) else tuple(spec or ())))
+        shards = spec_devices(self.mesh, self.sharding.spec[0])
         if not self.ppo.trim_prompts or self._micro_rows % shards or self._forward_rows % shards:
             return (width,)
         return default_buckets(width)

@@ -32,7 +32,6 @@ import collections
 import contextlib
 import dataclasses
 import functools
-import math
 from typing import Sequence
 
 import jax
@@ -45,7 +44,8 @@ from ledex_jax.sampling import loop, prefix
 from ledex_jax.sampling.layout import RescoringBatch, left_pad, rescoring_batch
 from ledex_jax.sampling.processors import Mode, row_keys
 from ledex_jax.sampling.stop import StopWatch, cut_tokens, first_stop
-from ledex_jax.sharding import DEFAULT_RULES, logical_to_spec, named_sharding, param_shardings, use_mesh
+from ledex_jax.sharding import (DEFAULT_RULES, logical_to_spec, named_sharding, param_shardings, spec_devices,
+                                use_mesh)
 
 MAX_EOS_IDS = 8
 
@@ -196,9 +196,7 @@ class Sampler:
         """How many ways the batch is split (the group size is padded to a multiple of it)."""
         if self.mesh is None:
             return 1
-        spec = logical_to_spec(("batch",), self.rules, self.mesh)[0]
-        axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
-        return math.prod(self.mesh.shape[a] for a in axes)
+        return spec_devices(self.mesh, logical_to_spec(("batch",), self.rules, self.mesh)[0])
 
     def _put(self, x):
         x = np.asarray(x)

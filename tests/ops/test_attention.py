@@ -61,6 +61,25 @@ def test_causal_blocks_equal_one_product_on_real_queries(monkeypatch):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
+def test_query_blocks_after_a_prefix_equal_one_product(monkeypatch):
+    """Tokens written after a static prefix (a prompt's rest after a shared prefix): query blocks
+    over the keys up to their end equal one product over the whole cache (prefix 5 slots, 2 of
+    them padding, 7 queries in blocks of 3, 4 empty slots after them)."""
+    monkeypatch.setattr(attention_op, "CAUSAL_BLOCK", 3)
+    rng = np.random.default_rng(5)
+    b, pp, t, s, h, hkv, d = 2, 5, 7, 16, 4, 2, 8
+    q = jnp.asarray(rng.normal(size=(b, t, h, d)), jnp.float32)
+    cache = tuple(jnp.asarray(rng.normal(size=(b, hkv, s, d)), jnp.float32) for _ in range(2))
+    slots = np.zeros((b, s), np.int32)
+    slots[:, :pp + t] = 1
+    slots[1, :2] = 0
+    mask = O.AttentionMask.build(t, jnp.asarray(slots), q_offset=pp)
+    new_kv = tuple(jnp.asarray(rng.normal(size=(b, t, hkv, d)), jnp.float32) for _ in range(2))
+    got, written = attention_op.attend(XLA, q, *new_kv, mask, d ** -0.5, cache=cache)
+    want = O.dot_attention(XLA, q, *written, mask.visible, d ** -0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_mask_segments_for_segment_kernels():
     """Padding gets segment 0, real tokens 1 + their packed segment id."""
     key_mask = jnp.asarray([[0, 0, 1, 1], [1, 1, 1, 1]])
