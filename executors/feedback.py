@@ -5,6 +5,8 @@ its last traceback lines, or the time limit.
 """
 _MAX_ACTUAL = 300
 _TB_LINES = 4
+# a test after a fail_fast stop (the judge's, and a split program's merged parts: `pool._SplitRun`)
+SKIPPED_AFTER_FAILURE = "not run: an earlier test did not pass (fail_fast)"
 
 
 def feedback(tests, kinds):

@@ -414,7 +414,7 @@ def _stop_at_first_failure(emit, tests, todo):
         if res["status"] != "passed":
             emit_until_failure.stopped = True
             for k in rest:
-                emit(k, result("skipped", "not run: an earlier test did not pass (fail_fast)"))
+                emit(k, result("skipped", feedback.SKIPPED_AFTER_FAILURE))
 
     emit_until_failure.stopped = False
     return emit_until_failure

@@ -41,7 +41,7 @@ _JUDGE_SLACK = 5.0   # seconds beyond a test's limits before the judge is presum
 _JUDGE_MB = 4096     # the judge's own address-space cap
 _SLOT_NUMBERS = itertools.count()  # across pools: each slot's sandbox uid is its own
 # what the judge reports for a test after a fail_fast stop (judge._stop_at_first_failure)
-_SKIPPED = {"status": "skipped", "message": "not run: an earlier test did not pass (fail_fast)"}
+_SKIPPED = {"status": "skipped", "message": feedback_mod.SKIPPED_AFTER_FAILURE}
 
 
 class ExecutionPool:

@@ -37,10 +37,10 @@ def prefix_clusters(ids: Sequence[Sequence[int]], min_shared: int) -> list[tuple
         if hi - lo < 2:
             return
         members = order[lo:hi]
-        shared = min(min(lcp[lo:hi - 1]), min(len(ids[i]) for i in members) - 1)
+        shared = _shared_length(ids, members, lcp[lo:hi - 1])
         at = lo + int(np.argmin(lcp[lo:hi - 1]))  # the weakest link: cluster apart there?
         left, right = _saving(ids, order[lo:at + 1], lcp[lo:at]), _saving(ids, order[at + 1:hi], lcp[at + 1:hi - 1])
-        if shared >= min_shared and (hi - lo - 1) * shared >= left + right:
+        if shared >= min_shared and _saving(ids, members, lcp[lo:hi - 1]) >= left + right:
             out.append((members, shared))
         else:
             split(lo, at + 1)
@@ -50,11 +50,17 @@ def prefix_clusters(ids: Sequence[Sequence[int]], min_shared: int) -> list[tuple
     return out
 
 
+def _shared_length(ids, members, lcp) -> int:
+    """Tokens `members` (>= 2, neighbours in sorted order, their shared lengths `lcp`) can
+    share: their common start, less the last token each must keep."""
+    return min(min(lcp), min(len(ids[i]) for i in members) - 1)
+
+
 def _saving(ids, members, lcp) -> int:
-    """Tokens saved by sharing one prefix among `members` at best (upper bound of a split side)."""
+    """Prefill tokens saved by sharing one prefix among `members`."""
     if len(members) < 2:
         return 0
-    return (len(members) - 1) * max(0, min(min(lcp), min(len(ids[i]) for i in members) - 1))
+    return (len(members) - 1) * max(0, _shared_length(ids, members, lcp))
 
 
 class PrefixPlan(NamedTuple):
