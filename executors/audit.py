@@ -244,15 +244,38 @@ def _trusted_dirs(home):
     return tuple(sorted(dirs))
 
 
-def install_audit_hook(workdir=None):
+_PREPARED = {}
+
+
+def prepare_hook(workdir=None, home=None):
+    """(root, home, harness files, trusted dirs, modules to hide) for install_audit_hook:
+    path lookups and walks over sys.modules (each name touched is a page a forked child
+    copies), done once in the worker, which calls this before each fork, rather than in every
+    child (~1 ms each). Program-made changes to those paths later do not move what the worker
+    resolved first."""
+    key = (os.fspath(workdir) if workdir else None, os.fspath(home) if home else None,
+           len(sys.modules))
+    hit = _PREPARED.get(key)
+    if hit is None:
+        root = _resolve(key[0]) if workdir else None
+        base = root or (_resolve(key[1]) if home else None) or posix.getcwd()
+        harness = frozenset(getattr(module, "__file__", None) for name, module in
+                            sys.modules.items() if name.split(".")[0] == "executors") | {__file__}
+        hidden = tuple(name for name in sys.modules if name.split(".")[0] == "executors"
+                       or set(name.split(".")) & _BLOCKED_MODULES)
+        hit = (root, base + "/", harness, _trusted_dirs(base + "/"), hidden)
+        if root or home:  # (one that depends on the cwd is not kept)
+            _PREPARED[key] = hit
+    return hit
+
+
+def install_audit_hook(workdir=None, home=None):
     """Refuse the events above for everything that runs in this process from now on (an audit
     hook cannot be removed), and make the harness modules unreachable through sys.modules.
     With `workdir` (no namespaces) also refuse processes, signals, sockets and writes outside it.
+    `home`: the program's directory without a `workdir` (default: the cwd).
     """
-    root = _resolve(os.fspath(workdir)) if workdir else None
-    home = (root if root is not None else posix.getcwd()) + "/"
-    harness = frozenset(getattr(module, "__file__", None) for name, module in sys.modules.items()
-                        if name.split(".")[0] == "executors") | {__file__}
+    root, home, harness, trusted, hidden = prepare_hook(workdir, home)
     modules = _BLOCKED_MODULES | (_NO_NAMESPACE_MODULES if root is not None else frozenset())
 
     def hook(event, args, _blocked=_BLOCKED_EVENTS, _pre=_BLOCKED_PREFIXES, _modules=modules,
@@ -260,7 +283,7 @@ def install_audit_hook(workdir=None):
              _frozen=_FROZEN_FUNC_ATTRS, _harness=harness, _function=type(_text),
              _path_names=_PATH_EVENT_NAMES, _paths=_PATH_EVENTS,
              _prefix=None if root is None else root + "/", _home=home,
-             _trusted=_trusted_dirs(home), _wflags=_WRITE_FLAGS, _devices=_DEVICES,
+             _trusted=trusted, _wflags=_WRITE_FLAGS, _devices=_DEVICES,
              _text=_text, _resolve=_resolve, _outside=_outside, _dir_fds=_dir_fds,
              _getpid=posix.getpid, _type=type, _str=str, _int=int, _len=len, _tuple=tuple,
              _RuntimeError=RuntimeError, _ImportError=ImportError,
@@ -321,8 +344,7 @@ def install_audit_hook(workdir=None):
             if args[0] != 0 and args[0] != _getpid():
                 raise _PermissionError("prlimit on another process is not allowed in the sandbox")
 
-    for name in [m for m in sys.modules if m.split(".")[0] == "executors"
-                 or set(m.split(".")) & _BLOCKED_MODULES]:
+    for name in hidden:
         del sys.modules[name]  # an `import executors.child` now loads a separate copy
     if root is not None:
         _remove_silent_calls()

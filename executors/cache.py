@@ -13,19 +13,19 @@ import threading
 
 from executors.testcase import ExecutionResult
 
-CACHE_VERSION = 3  # 2: every verdict from the judge process; 3: keyed by test specs
+CACHE_VERSION = 4  # 2: every verdict from the judge process; 3: keyed by test specs; 4: their text
 
 
-def cache_key(program, limits, timeout, sandbox, specs):
-    """sha256 hex digest identifying a run. `specs`: each test as the judge receives it
-    ((spec, None), or (None, why it is invalid): see pool._test_spec), its encoded values
-    included."""
-    blob = json.dumps([CACHE_VERSION, sandbox, program.code, program.setup_code, timeout,
-                       bool(program.fail_fast), limits.to_dict(),
-                       [spec if spec is not None else [t.kind, t.source, why]
-                        for t, (spec, why) in zip(program.tests, specs)]],
+def cache_key(program, limits, timeout, sandbox, test_texts):
+    """sha256 hex digest identifying a run. `test_texts`: each test as the judge receives it,
+    as canonical JSON text (see pool._spec_text), its encoded values included."""
+    head = json.dumps([CACHE_VERSION, sandbox, program.code, program.setup_code, timeout,
+                       bool(program.fail_fast), limits.to_dict()],
                       sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = hashlib.sha256(head.encode("utf-8", "surrogatepass"))
+    for text in test_texts:  # (JSON text never holds a raw NUL: a safe separator)
+        digest.update(b"\0" + text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def cacheable(result):

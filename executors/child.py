@@ -235,7 +235,9 @@ def serve(requests, send, objects, _answer=answer, _clock=time.perf_counter):
     """Answer requests until the worker closes the pipe. A "calls" request (one function over
     many argument lists: EvalPlus inputs) is answered in frames {"i": first, "items": [...]};
     with "p" (pack) set, a frame goes out once _PACK_SECONDS have passed since the last one,
-    else after every call. Each frame restarts the worker's clock."""
+    else after every call. The first answer always goes alone, at once: a program that fails
+    its first test (most wrong ones) is stopped before it computes the rest. Each frame
+    restarts the worker's clock."""
     while True:
         try:
             request = requests.read()
@@ -252,7 +254,7 @@ def serve(requests, send, objects, _answer=answer, _clock=time.perf_counter):
             now = _clock()
             reply["dt"] = now - t0
             pack.append(reply)
-            if not packed or now - flushed >= _PACK_SECONDS or i == len(arg_lists) - 1:
+            if not packed or i == 0 or now - flushed >= _PACK_SECONDS or i == len(arg_lists) - 1:
                 send({"i": first, "items": pack})
                 first, pack, flushed = i + 1, [], now
 
@@ -357,7 +359,7 @@ def main(job, result_fd, request_fd, key_fd, workdir, isolated):
             signal.alarm(int(job["cpu_seconds"]) + 5)
         limits = limits_mod.Limits.from_dict(job["limits"])
         limits_mod.apply_rlimits(limits, job["cpu_seconds"])
-        audit.install_audit_hook(None if isolated else workdir)
+        audit.install_audit_hook(None if isolated else workdir, home=workdir)
         run(job, send, result_fd, protocol.FrameReader(request_fd))
     except BaseException:
         status = 70

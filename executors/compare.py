@@ -30,6 +30,13 @@ def is_floats(x):
 
 def evalplus_equal(actual, expected, atol=0.0):
     """Exact equality after tuples become lists; floats: |a-e| <= atol + 1e-7 |e|."""
+    try:  # equal as they are: equal once tuples are lists too (the common case, no copies)
+        if actual == expected:
+            return True
+    except RecursionError:
+        raise
+    except Exception:
+        return False
     a, e = _lists(actual), _lists(expected)
     try:
         if a == e:

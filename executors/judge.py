@@ -14,7 +14,9 @@ Protocol with the pool (length-prefixed JSON frames on stdin/stdout): a config f
 """
 import builtins
 import collections
+import contextlib
 import importlib
+import json
 import linecache
 import os
 import random
@@ -47,6 +49,7 @@ _FLUSH_EVERY = 0.05    # seconds between result frames to the pool
 _BATCH_ITEMS = 512     # call tests per batch request
 _BATCH_CHARS = 8 << 20
 _CODE_CACHE = 4096
+_SPEC_CACHE_BYTES = 32 << 20  # of spec text kept parsed (the judge has its own memory cap)
 _PR_SET_DUMPABLE = 4
 
 
@@ -105,7 +108,28 @@ class Judge:
         self.worker_reader = worker_reader
         self.rng = random.SystemRandom()
         self.code_cache = collections.OrderedDict()
+        self.spec_cache = collections.OrderedDict()  # spec line -> the spec, decoded
+        self.spec_bytes = 0
         self.session = None
+
+    def parse_job(self, payload):
+        """A job frame (pool._job_frame): a line of JSON, then a line per test spec. A spec
+        seen before is taken from the cache, its expected value already decoded: the same
+        tests come back with every sample of a problem."""
+        head, *lines = payload.split(b"\n")
+        job = json.loads(head)
+        tests = job["tests"] = []
+        for line in lines:
+            spec = self.spec_cache.get(line)
+            if spec is None:
+                spec = self.spec_cache[line] = _decode_expected(json.loads(line))
+                self.spec_bytes += len(line)
+                while self.spec_bytes > _SPEC_CACHE_BYTES and len(self.spec_cache) > 1:
+                    self.spec_bytes -= len(self.spec_cache.popitem(last=False)[0])
+            else:
+                self.spec_cache.move_to_end(line)
+            tests.append(spec)
+        return job
 
     def compiled(self, source):
         """Test code compiled once per distinct source; (code, None) or (None, why)."""
@@ -305,33 +329,34 @@ class Judge:
     def call_tests(self, tests, indices, session, limits, emit):
         """EvalPlus-style tests fn(*args) == expected, sent as batches; compared here."""
         pending = list(indices)
-        cap = 1 if hasattr(emit, "stopped") else _BATCH_ITEMS  # fail fast: 1, 8, 64, ... at a time
         packed = True
         while pending and not getattr(emit, "stopped", False):
             if time.monotonic() >= session.deadline:
                 for i in pending:
                     emit(i, _timeout("program", limits))
                 return
-            batch = _batch(tests, pending, cap)
+            batch = _batch(tests, pending, _BATCH_ITEMS)
             answered, again = 0, False
-            for k, frame in session.calls(tests[batch[0]]["fn"], [tests[i]["args"] for i in batch],
-                                          limits.per_test_timeout, packed):
-                if k != answered:
-                    break
-                if packed and ("timeout" in frame or "crash" in frame):
-                    # answers the child was gathering died with it: from here, run again with
-                    # one answer per frame, to learn which call it was
-                    packed, again = False, True
-                    break
-                emit(batch[k], self.call_verdict(tests[batch[k]], frame, session, limits))
-                answered += 1
-                if "timeout" in frame or "crash" in frame:
-                    break
+            # (fail fast: leaving the loop early has the worker stop the rest of the batch)
+            with contextlib.closing(session.calls(
+                    tests[batch[0]]["fn"], [tests[i]["args"] for i in batch],
+                    limits.per_test_timeout, packed)) as frames:
+                for k, frame in frames:
+                    if k != answered:
+                        break
+                    if packed and ("timeout" in frame or "crash" in frame):
+                        # answers the child was gathering died with it: from here, run again
+                        # with one answer per frame, to learn which call it was
+                        packed, again = False, True
+                        break
+                    emit(batch[k], self.call_verdict(tests[batch[k]], frame, session, limits))
+                    answered += 1
+                    if "timeout" in frame or "crash" in frame or getattr(emit, "stopped", False):
+                        break
             if answered == 0 and not again:  # no answer at all: the worker failed it
                 emit(batch[0], result("error", "the program gave no answer"))
                 answered = 1
             pending = pending[answered:]
-            cap = min(_BATCH_ITEMS, cap * 8)
 
     @staticmethod
     def call_verdict(test, frame, session, limits):
@@ -533,10 +558,9 @@ def main():
     try:
         while True:
             try:
-                job = reader.read()
+                job = judge.parse_job(reader.read(raw=True))
             except protocol.ChannelError:
                 return 0
-            _decode_expected(job)
             buffer, last = [], [time.monotonic()]
 
             def emit(i, res):
@@ -562,12 +586,12 @@ def main():
             worker.wait()
 
 
-def _decode_expected(job):
-    """Expected values arrive encoded (they may be any plain value): decode them once here."""
-    for test in job["tests"]:
-        if "expected" in test:
-            test["expected_value"] = values.decode(test["expected"], max_nodes=1 << 62,
-                                                   max_chars=1 << 62, max_int_bits=None)
+def _decode_expected(test):
+    """A spec's expected value arrives encoded (it may be any plain value): decoded once."""
+    if "expected" in test:
+        test["expected_value"] = values.decode(test["expected"], max_nodes=1 << 62,
+                                               max_chars=1 << 62, max_int_bits=None)
+    return test
 
 
 if __name__ == "__main__":

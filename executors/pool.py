@@ -204,7 +204,9 @@ class ExecutionPool:
             raise ValueError("timeout must be positive")
         specs = [_test_spec(t) for t in program.tests]
         try:
-            key = cache_mod.cache_key(program, self.limits, timeout, self.sandbox, specs)
+            key = cache_mod.cache_key(program, self.limits, timeout, self.sandbox, [
+                spec if spec is not None else json.dumps([t.kind, t.source, why])
+                for t, (spec, why) in zip(program.tests, specs)])
         except (TypeError, ValueError, RecursionError):
             key = None
         return {"program": program, "specs": specs, "timeout": timeout, "key": key,
@@ -279,18 +281,24 @@ class ExecutionPool:
         result.id, result.cached = job["program"].id, True
         fut.set_result(result)
 
-    def _job_message(self, job, seq, start, timeout):
+    def _job_frame(self, job, seq, start, timeout):
+        """The frame that hands `job` to a judge: a line of JSON, then one line per valid test,
+        the spec text kept on its TestCase (JSON text holds no raw newline). A problem's tests
+        are serialised once, not once per sample, and the judge parses each distinct one once
+        (judge.Judge.parse_job)."""
         program = job["program"]
-        return {"id": seq, "code": program.code, "setup": program.setup_code,
-                "tests": [spec for spec, _ in job["specs"] if spec is not None],
-                "limits": self.limits.to_dict(), "timeout": timeout, "start": start,
-                "fail_fast": bool(program.fail_fast)}
+        head = json.dumps({"id": seq, "code": program.code, "setup": program.setup_code,
+                           "limits": self.limits.to_dict(), "timeout": timeout, "start": start,
+                           "fail_fast": bool(program.fail_fast)}, separators=(",", ":"))
+        lines = [head] + [spec for spec, _ in job["specs"] if spec is not None]
+        return protocol.raw_frame("\n".join(lines).encode("ascii"))
 
 
 def _test_spec(test):
-    """(what the judge needs to run `test`, None), or (None, why the test is invalid). Kept on
-    the TestCase: the same tests come back with every sample of a problem (a TestCase is taken
-    as fixed once submitted)."""
+    """(what the judge needs to run `test`, as canonical JSON text: what the judge receives
+    and the cache key hashes, None), or (None, why the test is invalid). Kept on the TestCase:
+    the same tests come back with every sample of a problem (a TestCase is taken as fixed
+    once submitted)."""
     spec = test.__dict__.get("_judge_spec")
     if spec is None:
         spec = test.__dict__["_judge_spec"] = _make_test_spec(test)
@@ -307,25 +315,34 @@ def _test_text(test):
 
 def _make_test_spec(test):
     if test.kind == "assertion":
-        return {"kind": "assertion", "source": test.source, "entry": test.entry_point}, None
-    if test.kind == "check":
-        return {"kind": "check", "source": test.source, "entry": test.entry_point}, None
-    if test.kind == "stdio":
-        return {"kind": "stdio", "stdin": test.stdin, "expected_stdout": test.expected_stdout,
-                "float_tol": test.float_tol}, None
+        spec = {"kind": "assertion", "source": test.source, "entry": test.entry_point}
+    elif test.kind == "check":
+        spec = {"kind": "check", "source": test.source, "entry": test.entry_point}
+    elif test.kind == "stdio":
+        spec = {"kind": "stdio", "stdin": test.stdin, "expected_stdout": test.expected_stdout,
+                "float_tol": test.float_tol}
+    else:
+        return _call_spec(test)
+    return _json(spec), None
+
+
+def _call_spec(test):
     try:
-        args = values.encode(list(test.args))
+        args = _json(values.encode(list(test.args)))
     except (values.UnsupportedValue, RecursionError) as e:
         return None, f"the arguments are not plain values ({e})"
-    # (size: roughly the arguments' JSON length, for the judge to size its batches)
-    spec = {"kind": "call", "fn": test.entry_point, "args": args, "atol": test.atol,
-            "size": len(json.dumps(args))}
+    # (size: the arguments' JSON length, for the judge to size its batches)
+    rest = {"kind": "call", "fn": test.entry_point, "atol": test.atol, "size": len(args)}
     if test.expected is not TestCase.NO_EXPECTED:
         try:
-            spec["expected"] = values.encode(test.expected)
+            rest["expected"] = values.encode(test.expected)
         except (values.UnsupportedValue, RecursionError) as e:
             return None, f"the expected value is not a plain value ({e})"
-    return spec, None
+    return '{"args":' + args + "," + _json(rest)[1:], None  # ("args" sorts first)
+
+
+def _json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def _test_result(res, test):
@@ -400,8 +417,8 @@ class _WorkerSlot:
                     pool._finish(job, fut, error=f"worker failed to start: {err}")
                     return
             try:
-                protocol.write_all(self.proc.stdin.fileno(), protocol.encode_frame(
-                    pool._job_message(job, next(pool._ids), start, left)))
+                protocol.write_all(self.proc.stdin.fileno(),
+                                   pool._job_frame(job, next(pool._ids), start, left))
                 done = self._collect(results, deadline)
             except protocol.FrameTooLarge as e:
                 # The program's results are too large to report; running it again would give

@@ -40,6 +40,10 @@ class Timeout(Exception):
     """No complete frame before the deadline."""
 
 
+class Interrupted(Exception):
+    """Input arrived on the `interrupt` reader before a complete frame on this one."""
+
+
 def write_all(fd, data):
     view = memoryview(data)
     while view:
@@ -50,9 +54,14 @@ def write_all(fd, data):
 def encode_frame(obj, signer=None, seq=0):
     payload = json.dumps(obj, separators=(",", ":")).encode("utf-8")
     if signer is None:
-        return _LEN.pack(len(payload)) + payload
+        return raw_frame(payload)
     mac = signer(seq, payload)
     return _LEN.pack(len(payload) + MAC_SIZE) + payload + mac
+
+
+def raw_frame(payload):
+    """An unsigned frame around `payload`, JSON text already encoded as bytes."""
+    return _LEN.pack(len(payload)) + payload
 
 
 def make_signer(key):
@@ -81,19 +90,26 @@ class FrameReader:
         self.seq = 0
         self._sign = make_signer(key) if key is not None else None
 
-    def read(self, deadline=None):
-        """Next frame as a Python object; Timeout if `deadline` (time.monotonic) passes first."""
+    def read(self, deadline=None, interrupt=None, raw=False):
+        """Next frame as a Python object (`raw`: its payload bytes, unparsed); Timeout if
+        `deadline` (time.monotonic) passes first, Interrupted if the FrameReader `interrupt`
+        has input (buffered or on its fd) while this one has no complete frame yet."""
         while True:
-            frame = self._pop()
+            frame = self._pop(raw)
             if frame is not None:
                 return frame
             if self.eof:
                 raise ChannelError("closed" if not self.buf else "truncated frame")
-            if deadline is not None:  # (a deadline already past still polls once)
-                left = max(0.0, deadline - time.monotonic())
-                ready, _, _ = select.select([self.fd], [], [], left)
+            if interrupt is not None and interrupt.buf:
+                raise Interrupted()
+            if deadline is not None or interrupt is not None:  # (a past deadline polls once)
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                fds = [self.fd] if interrupt is None else [self.fd, interrupt.fd]
+                ready, _, _ = select.select(fds, [], [], left)
                 if not ready:
                     raise Timeout()
+                if self.fd not in ready:
+                    raise Interrupted()
             # (a small read: os.read allocates its whole size up front, every call)
             need = _LEN.size + _LEN.unpack_from(self.buf)[0] - len(self.buf) if len(self.buf) >= _LEN.size else 0
             chunk = os.read(self.fd, min(max(need, _READ), self.max_frame + _LEN.size))
@@ -101,7 +117,7 @@ class FrameReader:
                 self.eof = True
             self.buf += chunk
 
-    def _pop(self):
+    def _pop(self, raw=False):
         if len(self.buf) < _LEN.size:
             return None
         (n,) = _LEN.unpack_from(self.buf)
@@ -119,6 +135,8 @@ class FrameReader:
                 raise ChannelError("frame failed authentication")
             self.seq += 1
             body = payload
+        if raw:
+            return body
         try:
             return json.loads(body)
         except (ValueError, RecursionError) as e:

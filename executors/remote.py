@@ -16,6 +16,7 @@ iteration, attributes, calls, str) is the program's answer too, as in Python: wo
 than returning that answer as a plain value.
 """
 import builtins
+import contextlib
 import signal
 import sys
 import time
@@ -90,10 +91,13 @@ class Session:
         return left
 
     def exchange(self, msg, count=1, budget=None):
-        """Send `msg` and yield the worker's `count` answers (fewer if the child stopped)."""
+        """Send `msg` and yield the worker's `count` answers (fewer if the child stopped). A
+        caller that closes the generator before the last answer has the worker stop the work
+        on the rest (`_abandon`), so none of it runs on or reaches a later request."""
         nonce = self.rng.getrandbits(63)
         msg = dict(msg, n=nonce, b=budget if budget is not None else self.budget())
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        done = False
         try:
             try:
                 self.send(msg)
@@ -104,30 +108,55 @@ class Session:
             while got < count:
                 # the worker answers within the budget it was given (it kills the child
                 # otherwise); the slack only covers its own bookkeeping
-                try:
-                    frame = self.reader.read(max(self.deadline, time.monotonic() + msg["b"]) + 30.0)
-                except (protocol.ChannelError, protocol.Timeout) as e:
-                    self.lost = True
-                    raise WorkerLost(f"{type(e).__name__}: {e}") from None
+                frame = self._read(max(self.deadline, time.monotonic() + msg["b"]) + 30.0)
                 if not isinstance(frame, dict) or frame.get("n") != nonce:
                     continue
                 if "g" in frame:
                     self.gen = frame["g"]
                 if type(frame.get("items")) is list and type(frame.get("i")) is int:
-                    first = frame["i"]  # several answers of a "calls" request
-                    for k, item in enumerate(frame["items"]):
+                    first, items = frame["i"], frame["items"]  # answers of a "calls" request
+                    got += len(items)
+                    done = got >= count
+                    for k, item in enumerate(items):
                         if isinstance(item, dict):
                             item["i"] = first + k
                             item["g"] = self.gen
                             yield item
-                    got += len(frame["items"])
                     continue
                 got += 1
+                done = got >= count or "timeout" in frame or "crash" in frame
                 yield frame
                 if "timeout" in frame or "crash" in frame:
                     return
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            try:
+                if not done and not self.lost:
+                    self._abandon()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _read(self, deadline):
+        try:
+            return self.reader.read(deadline)
+        except (protocol.ChannelError, protocol.Timeout) as e:
+            self.lost = True
+            raise WorkerLost(f"{type(e).__name__}: {e}") from None
+
+    def _abandon(self):
+        """Tell the worker to stop the request it is still answering (it ends the child's
+        work on it at once) and skip what it sent until it acknowledges, so no late answer
+        stays in the channel. Fail fast ends a batch this way at its first failure."""
+        nonce = self.rng.getrandbits(63)
+        try:
+            self.send({"op": "stop", "n": nonce, "b": 1.0})
+        except OSError as e:
+            self.lost = True
+            raise WorkerLost(f"cannot write to the worker ({e.strerror})") from None
+        deadline = time.monotonic() + self.limits.per_test_timeout + 30.0
+        while True:
+            frame = self._read(deadline)
+            if isinstance(frame, dict) and frame.get("n") == nonce:
+                return
 
     def notify(self, msg):
         """Send `msg` without waiting for its answer."""
@@ -229,8 +258,9 @@ class Session:
         `packed`: the child may send several answers per frame (it then sends them only every
         few ms, so a timeout is known to lie at or after the first unanswered call)."""
         msg = {"op": "calls", "f": ["g", name], "a": arg_lists, "p": packed}
-        for frame in self.exchange(msg, count=len(arg_lists), budget=budget):
-            yield frame.get("i"), frame
+        with contextlib.closing(self.exchange(msg, count=len(arg_lists), budget=budget)) as frames:
+            for frame in frames:
+                yield frame.get("i"), frame
 
 
 class _Described:

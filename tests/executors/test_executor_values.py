@@ -148,3 +148,68 @@ def test_frame_size_is_capped():
         protocol.FrameReader(r).read()
     os.close(r)
     assert json.loads(protocol.encode_frame({"a": 1})[4:]) == {"a": 1}
+
+
+_FLAT_LISTS = [4 * x for x in (  # long enough for the whole-list path (values._WHOLE_LIST_MIN)
+    [1, 2, 3], [True, False, 1, 0], [None, 1.5, float("inf"), "ab", -3], ["x", "yz", ""],
+    [2 ** 62 - 1, -(2 ** 62) + 1], [2 ** 62, 1], [1, -(2 ** 62)], [2 ** 70, "a", True],
+    [[1, 2], [3, "a"]], [(1, 2), (3,)], [{1, 2}, frozenset({"a"})], [1, [2, [3, [4]]]],
+    [1.5, 2], [[list(range(9))] * 3],
+)]
+
+
+@pytest.mark.parametrize("value", _FLAT_LISTS + [tuple(x) for x in _FLAT_LISTS]
+                         + [set(range(-5, 9)), set("abcdefghij"), frozenset(_FLAT_LISTS[2]),
+                            list(range(7)), {"k": list(range(20))}])
+def test_untagged_lists_take_the_same_path_as_item_by_item(value, monkeypatch):
+    """The whole-list fast path gives what one item at a time gives: the same encoding, the
+    same decoded value, and the same budget (a cap one short of the value's size refuses it)."""
+    fast_enc = values.encode(value)
+    fast_back = values.decode(json.loads(json.dumps(fast_enc)))
+    nodes = _count_nodes(fast_enc)
+    with monkeypatch.context() as m:
+        m.setattr(values, "_untagged_items", lambda *a: None)
+        slow_enc = values.encode(value)
+        slow_back = values.decode(json.loads(json.dumps(slow_enc)))
+        for caps in ({"max_nodes": nodes}, {"max_nodes": nodes - 1}, {"max_chars": 2},
+                     {"max_depth": 1}, {"max_int_bits": 62}):
+            slow = _outcome(values.encode, value, caps), _outcome(values.decode, slow_enc, caps)
+            m.undo()
+            fast = _outcome(values.encode, value, caps), _outcome(values.decode, slow_enc, caps)
+            m.setattr(values, "_untagged_items", lambda *a: None)
+            assert fast == slow, caps
+    assert fast_enc == slow_enc
+    assert fast_back == slow_back == value and _shape(fast_back) == _shape(value)
+
+
+def _count_nodes(enc):
+    if type(enc) is list:
+        return 1 + sum(map(_count_nodes, enc))
+    if type(enc) is dict:
+        (tag, x), = enc.items()
+        return 1 + (sum(map(_count_nodes, x)) if tag in "tsf" else 0)
+    return 1
+
+
+def _outcome(fn, value, caps):
+    try:
+        return "ok", fn(value, **caps)
+    except (values.UnsupportedValue, values.TooLarge) as e:
+        return type(e).__name__
+
+
+def test_an_encoded_list_is_a_copy(monkeypatch):
+    """A program may keep the list it returned and change it in a later call: the answer sent
+    is the list as it was returned (the whole-list path, which these lists take, copies)."""
+    taken = []
+    fast = values._untagged_items
+    monkeypatch.setattr(values, "_untagged_items", lambda *a: taken.append(fast(*a)) or list(taken[-1]))
+    answer = list(range(10))
+    encoded = values.encode(answer)
+    answer.append(10)
+    assert encoded == list(range(10))
+    raw = list(range(10))
+    back = values.decode(raw)
+    back.append(10)
+    assert raw == list(range(10))
+    assert taken == [list(range(10))] * 2

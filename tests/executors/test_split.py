@@ -1,13 +1,14 @@
 """Splitting a program whose tests compute long into parts on several slots (`split_cost`):
 the merged result must read exactly as an unsplit run's."""
 import dataclasses
+import json
 import time
 import warnings
 
 import pytest
 
 from executor_helpers import POOL_KW
-from executors import ExecutionPool, Program, TestCase
+from executors import ExecutionPool, Program, TestCase, values
 from executors import cache as cache_mod
 from executors import pool as pool_mod
 from executors.limits import Limits
@@ -197,8 +198,20 @@ def test_cost_is_a_hint_not_part_of_the_test():
     assert a == b
     assert pool_mod._make_test_spec(a) == pool_mod._make_test_spec(b)
     keys = {cache_mod.cache_key(Program("p", "", [t]), Limits(), 1.0, "none",
-                                [pool_mod._make_test_spec(t)]) for t in (a, b)}
+                                [pool_mod._make_test_spec(t)[0]]) for t in (a, b)}
     assert len(keys) == 1
+
+
+def test_a_call_spec_is_canonical_json():
+    """The spec text (spliced around the arguments' text) is what sorted-key JSON of the same
+    dict gives: one text per test, so one cache key."""
+    for test in (C("f", [[1, (2, 3)], "é"], {"k": [1.5]}, atol=0.1), C("g", [], None),
+                 C("h", [{1, 2}])):
+        text, why = pool_mod._make_test_spec(test)
+        assert why is None and text == json.dumps(json.loads(text), sort_keys=True,
+                                                  separators=(",", ":"))
+        assert json.loads(text)["size"] == len(json.dumps(values.encode(list(test.args)),
+                                                          separators=(",", ":")))
 
 
 def test_judged_suites_cost_is_the_reference_time():
