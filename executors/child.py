@@ -61,12 +61,15 @@ def _format_exception(exc):
         return f"{type(exc).__name__}\n"
 
 
-def make_sender(fd, sign, _encode=protocol.encode_frame, _write=protocol.write_all):
-    """A function that signs and writes one frame to the result pipe."""
+def make_sender(fd, sign, _encode=protocol.encode_payload, _dumps=protocol.dumps,
+                _relayed=protocol.relayed, _write=protocol.write_all):
+    """A function that signs and writes one frame to the result pipe: `obj` alone, or with
+    `head` as a relayed frame (the worker reads the head only and passes `obj` on)."""
     seq = [0]
 
-    def send(obj):
-        frame = _encode(obj, sign, seq[0])
+    def send(obj, head=None):
+        payload = _dumps(obj) if head is None else _relayed(head, _dumps(obj))
+        frame = _encode(payload, sign, seq[0])
         seq[0] += 1
         _write(fd, frame)
 
@@ -91,6 +94,7 @@ OPERATIONS.update(len=len, hash=hash, repr=repr, str=str, int=int, float=float, 
                   setattr=setattr, delattr=delattr, isinstance=isinstance)
 _MAX_NAMES = 10_000
 _PACK_SECONDS = 0.002  # answers of a "calls" request gathered per frame, at most this long
+_ONE = {"k": 1}  # the head of a frame with one answer
 _NAME_VALUE_NODES = 10_000  # a global bigger than this is reported as a handle, read on demand
 _qualname = type.__dict__["__qualname__"].__get__
 _mro = type.__dict__["__mro__"].__get__
@@ -233,7 +237,8 @@ def answer(request, objects, _ops=OPERATIONS, _builtin=_builtin_exception, _info
 
 def serve(requests, send, objects, _answer=answer, _clock=time.perf_counter):
     """Answer requests until the worker closes the pipe. A "calls" request (one function over
-    many argument lists: EvalPlus inputs) is answered in frames {"i": first, "items": [...]};
+    many argument lists: EvalPlus inputs) is answered in relayed frames, head {"i": first,
+    "k": count}, body the list of answers;
     with "p" (pack) set, a frame goes out once _PACK_SECONDS have passed since the last one,
     else after every call. The first answer always goes alone, at once: a program that fails
     its first test (most wrong ones) is stopped before it computes the rest. Each frame
@@ -244,7 +249,7 @@ def serve(requests, send, objects, _answer=answer, _clock=time.perf_counter):
         except protocol.ChannelError:
             return
         if request.get("op") != "calls":
-            send(_answer(request, objects))
+            send(_answer(request, objects), _ONE)
             continue
         f, arg_lists, packed = request["f"], request["a"], bool(request.get("p"))
         pack, first, flushed = [], 0, _clock()
@@ -255,7 +260,7 @@ def serve(requests, send, objects, _answer=answer, _clock=time.perf_counter):
             reply["dt"] = now - t0
             pack.append(reply)
             if not packed or i == 0 or now - flushed >= _PACK_SECONDS or i == len(arg_lists) - 1:
-                send({"i": first, "items": pack})
+                send(pack, {"i": first, "k": len(pack)})
                 first, pack, flushed = i + 1, [], now
 
 

@@ -51,12 +51,40 @@ def write_all(fd, data):
         view = view[n:]
 
 
+def dumps(obj):
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
 def encode_frame(obj, signer=None, seq=0):
-    payload = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    return encode_payload(dumps(obj), signer, seq)
+
+
+def encode_payload(payload, signer=None, seq=0):
+    """A frame around `payload` (JSON text, or a relayed payload, as bytes)."""
     if signer is None:
         return raw_frame(payload)
     mac = signer(seq, payload)
     return _LEN.pack(len(payload) + MAC_SIZE) + payload + mac
+
+
+def relayed(head, body):
+    """The payload of a frame a middle process relays without reading its body: a line of JSON
+    it reads (`head`, a dict), then `body`, JSON text as bytes, which it passes on as is. (JSON
+    text holds no raw newline.) The worker relays requests to the child and answers back to
+    the judge this way: it never parses what a program returned."""
+    return dumps(head) + b"\n" + body
+
+
+def split_relayed(payload):
+    """(head, body bytes) of a relayed payload; (the parsed payload, None) of a plain one."""
+    head, newline, body = payload.partition(b"\n")
+    try:
+        head = json.loads(head)
+    except (ValueError, RecursionError) as e:
+        raise ChannelError(f"malformed frame: {e}") from None
+    if not isinstance(head, dict):
+        raise ChannelError("malformed frame: not an object")
+    return head, (body if newline else None)
 
 
 def raw_frame(payload):

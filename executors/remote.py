@@ -17,6 +17,7 @@ than returning that answer as a plain value.
 """
 import builtins
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -29,6 +30,7 @@ _SHARED_MODULES = frozenset({"math", "cmath", "operator", "collections", "iterto
                              "datetime", "statistics", "copy"})
 _CHUNK = 256           # iterator items fetched per round trip, at most
 _MIN_BUDGET = 0.001    # seconds: a request is never sent with less
+_WORKER_OPS = frozenset({"job", "end", "stop", "stdio"})  # answered by the worker itself
 NOTHING = object()     # Session.last before the test called into the program
 
 
@@ -93,14 +95,20 @@ class Session:
     def exchange(self, msg, count=1, budget=None):
         """Send `msg` and yield the worker's `count` answers (fewer if the child stopped). A
         caller that closes the generator before the last answer has the worker stop the work
-        on the rest (`_abandon`), so none of it runs on or reaches a later request."""
+        on the rest (`_abandon`), so none of it runs on or reaches a later request. Requests
+        for the child go as relayed frames (the worker reads only their head), and so come
+        its answers: they are parsed here, once."""
         nonce = self.rng.getrandbits(63)
-        msg = dict(msg, n=nonce, b=budget if budget is not None else self.budget())
+        b = budget if budget is not None else self.budget()
+        if msg.get("op") in _WORKER_OPS:
+            request = dict(msg, n=nonce, b=b)
+        else:
+            request = protocol.relayed({"n": nonce, "b": b, "k": count}, protocol.dumps(msg))
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         done = False
         try:
             try:
-                self.send(msg)
+                self.send(request)
             except OSError as e:
                 self.lost = True
                 raise WorkerLost(f"cannot write to the worker ({e.strerror})") from None
@@ -108,25 +116,31 @@ class Session:
             while got < count:
                 # the worker answers within the budget it was given (it kills the child
                 # otherwise); the slack only covers its own bookkeeping
-                frame = self._read(max(self.deadline, time.monotonic() + msg["b"]) + 30.0)
-                if not isinstance(frame, dict) or frame.get("n") != nonce:
+                head, body = self._read(max(self.deadline, time.monotonic() + b) + 30.0)
+                if head.get("n") != nonce:
                     continue
-                if "g" in frame:
-                    self.gen = frame["g"]
-                if type(frame.get("items")) is list and type(frame.get("i")) is int:
-                    first, items = frame["i"], frame["items"]  # answers of a "calls" request
-                    got += len(items)
+                if "g" in head:
+                    self.gen = head["g"]
+                answers = head if body is None else _answers(head, body)
+                if answers is None:  # the child's answer does not parse: its doing
+                    if got + (head.get("k") or 1) < count:
+                        self._abandon()  # (the worker is still relaying the rest)
+                    done = True
+                    yield {"crash": "a malformed answer", "i": head.get("i", 0)}
+                    return
+                if type(answers) is list:  # answers of a "calls" request
+                    first = head.get("i", 0)
+                    got += len(answers)
                     done = got >= count
-                    for k, item in enumerate(items):
-                        if isinstance(item, dict):
-                            item["i"] = first + k
-                            item["g"] = self.gen
-                            yield item
+                    for k, item in enumerate(answers):
+                        item["i"] = first + k
+                        item["g"] = self.gen
+                        yield item
                     continue
                 got += 1
-                done = got >= count or "timeout" in frame or "crash" in frame
-                yield frame
-                if "timeout" in frame or "crash" in frame:
+                done = got >= count or "timeout" in answers or "crash" in answers
+                yield answers
+                if "timeout" in answers or "crash" in answers:
                     return
         finally:
             try:
@@ -136,8 +150,9 @@ class Session:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _read(self, deadline):
+        """(head, body) of the worker's next frame (body None: a plain frame, all in head)."""
         try:
-            return self.reader.read(deadline)
+            return protocol.split_relayed(self.reader.read(deadline, raw=True))
         except (protocol.ChannelError, protocol.Timeout) as e:
             self.lost = True
             raise WorkerLost(f"{type(e).__name__}: {e}") from None
@@ -153,10 +168,8 @@ class Session:
             self.lost = True
             raise WorkerLost(f"cannot write to the worker ({e.strerror})") from None
         deadline = time.monotonic() + self.limits.per_test_timeout + 30.0
-        while True:
-            frame = self._read(deadline)
-            if isinstance(frame, dict) and frame.get("n") == nonce:
-                return
+        while self._read(deadline)[0].get("n") != nonce:
+            pass
 
     def notify(self, msg):
         """Send `msg` without waiting for its answer."""
@@ -261,6 +274,24 @@ class Session:
         with contextlib.closing(self.exchange(msg, count=len(arg_lists), budget=budget)) as frames:
             for frame in frames:
                 yield frame.get("i"), frame
+
+
+def _answers(head, body):
+    """What a relayed frame from the child carries: a list of answers (a "calls" frame, head
+    {"i": first, "k": count}) or one answer, with the worker's head fields; None if the body
+    is not that (the child encodes it, so it may be anything)."""
+    try:
+        answers = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if "i" in head:
+        ok = type(answers) is list and len(answers) == head.get("k") and all(
+            type(a) is dict for a in answers)
+        return answers if ok and answers else None
+    if type(answers) is not dict:
+        return None
+    answers.update(g=head.get("g"), dt=head.get("dt"))
+    return answers
 
 
 class _Described:

@@ -262,7 +262,7 @@ class Worker:
         self.control = reader  # a message from the judge mid-relay: it abandoned the request
         while True:
             try:
-                msg = reader.read()
+                msg, body = protocol.split_relayed(reader.read(raw=True))
             except protocol.ChannelError:
                 self.end_program()
                 return
@@ -282,10 +282,11 @@ class Worker:
             elif op == "stdio":
                 reply = self.run_stdio(msg)
             else:
-                for reply in self.relay(msg):
-                    if reply is not None:
-                        reply["n"] = nonce
-                        send(reply)
+                if body is None:  # (a plain request: relayed without its nonce and budget)
+                    body = protocol.dumps({k: v for k, v in msg.items() if k not in ("n", "b")})
+                for head, answer in self.relay(msg, body):
+                    head["n"] = nonce
+                    send(head if answer is None else protocol.relayed(head, answer))
                 continue
             reply["n"] = nonce
             send(reply)
@@ -328,36 +329,39 @@ class Worker:
         frame.update(t="load", g=self.runs, dt=time.monotonic() - t0)
         return frame
 
-    def relay(self, msg):
-        """Forward one request to the child and yield its answers (several for "calls"), each
-        within the request's budget `b` seconds; a miss or a crash ends the child."""
+    def relay(self, msg, body):
+        """Forward one request (`body`, as the judge encoded it) to the child and yield its
+        answers as (head, body) (several for "calls": `msg["k"]` answers in all), each within
+        the request's budget `b` seconds; (report, None) for what ends it here: a miss or a
+        crash ends the child. The answers' bodies are passed on unread."""
         if self.child is None:  # restarted after a timeout or a crash: load it again
             loaded = self.load()
             if "names" not in loaded:
-                yield _reload_failure(loaded)
+                yield _reload_failure(loaded), None
                 return
         child, budget = self.child, float(msg.get("b") or self._lim().per_test_timeout)
-        request = {k: v for k, v in msg.items() if k not in ("n", "b")}
-        expect = len(msg.get("a", ())) if msg.get("op") == "calls" else 1
+        expect = msg.get("k", 1)
+        expect = expect if type(expect) is int and expect > 0 else 1
         began = time.monotonic()
         try:  # (a child that stops reading must not hold us: the write has the budget too)
-            _write_within(child.request_fd, protocol.encode_frame(request),
+            _write_within(child.request_fd, protocol.raw_frame(body),
                           min(began + budget, self.deadline))
         except (OSError, protocol.Timeout) as e:
             self.stop_child()
             if isinstance(e, protocol.Timeout):
-                yield {"timeout": "test" if time.monotonic() < self.deadline else "program", "i": 0}
+                yield {"timeout": "test" if time.monotonic() < self.deadline else "program",
+                       "i": 0}, None
             else:
-                yield {"crash": f"the program stopped reading requests ({e.strerror})", "i": 0}
+                yield {"crash": f"the program stopped reading requests ({e.strerror})", "i": 0}, None
             return
         i = 0
         while i < expect:  # every frame within the budget of the one before
             try:
-                frame = child.reader.read(min(began + budget, self.deadline), self.control)
-                if not isinstance(frame, dict):
-                    raise protocol.ChannelError("malformed frame")
-                if expect > 1 and (frame.get("i") != i or type(frame.get("items")) is not list
-                                   or not frame["items"]):
+                head, answer = protocol.split_relayed(
+                    child.reader.read(min(began + budget, self.deadline), self.control, raw=True))
+                count = head.get("k")
+                if answer is None or type(count) is not int or not 0 < count <= expect - i or (
+                        expect > 1 and head.get("i") != i):
                     raise protocol.ChannelError("out-of-order frame")
             except protocol.Interrupted:  # the judge needs no more answers (fail_fast)
                 self.stop_child()
@@ -365,18 +369,18 @@ class Worker:
             except protocol.Timeout:
                 which = "test" if time.monotonic() < self.deadline else "program"
                 self.stop_child()
-                yield {"timeout": which, "i": i, "dt": time.monotonic() - began}
+                yield {"timeout": which, "i": i, "dt": time.monotonic() - began}, None
                 return
             except protocol.ChannelError as e:
                 message = self._crash_message(child, e, "during the test")
                 self.stop_child()
-                yield {"crash": message, "i": i, "dt": time.monotonic() - began}
+                yield {"crash": message, "i": i, "dt": time.monotonic() - began}, None
                 return
             now = time.monotonic()
-            frame.update(g=self.runs, dt=now - began)
+            head.update(g=self.runs, dt=now - began)
             began = now
-            i += len(frame["items"]) if expect > 1 else 1
-            yield frame
+            i += count
+            yield head, answer
 
     def _fresh_child(self, stdin=None):
         """A new child for the program in an emptied directory (None: its time is up)."""
@@ -650,8 +654,9 @@ def main(argv=None):
     gc.freeze()  # children's collections then skip (and do not copy-on-write) our objects
     reader = protocol.FrameReader(ctrl_in)
 
-    def send(obj):
-        protocol.write_all(ctrl_out, protocol.encode_frame(obj))
+    def send(obj):  # a message, or a relayed payload (bytes)
+        frame = protocol.encode_payload(obj) if type(obj) is bytes else protocol.encode_frame(obj)
+        protocol.write_all(ctrl_out, frame)
 
     send({"ready": True, "pid1": worker.pid1, "uid": os.getuid()})
     try:
