@@ -11,6 +11,7 @@ handle, {"h": ...}: the child keeps the object and the judge gets a remote proxy
 Stdlib only: this module is imported inside the sandbox.
 """
 import base64
+import itertools
 import json
 
 CONTAINERS = (list, tuple, dict, set, frozenset)
@@ -18,6 +19,7 @@ SCALARS = (type(None), bool, int, float, complex, str, bytes)
 CLOSED = SCALARS + CONTAINERS
 # Items that cross as themselves (no tag): lists of these take the fast paths below.
 _UNTAGGED = frozenset({type(None), bool, int, float, str})
+_LIST = {list}
 
 MAX_DEPTH = 100
 MAX_NODES = 1_000_000
@@ -94,28 +96,44 @@ _WHOLE_LIST_MIN = 8  # shorter lists: the item-by-item path is as fast
 
 
 def _untagged_items(items, depth, budget, int_ok):
-    """A copy of the list `items` (of _WHOLE_LIST_MIN or more) when each one is None, a bool, a float, a str or an int for
-    which `int_ok(largest magnitude)` holds, taken from `budget` as one node each; None when
-    the item-by-item path must look at them. Built-in calls over the whole list: most values
-    that cross (MBPP+ arguments, answers) are such lists, and a Python step per item costs
-    more than the program's own work."""
-    if len(items) < _WHOLE_LIST_MIN:
+    """A copy of the list `items` (of _WHOLE_LIST_MIN or more) when each one is None, a bool,
+    a float, a str or an int for which `int_ok(largest magnitude)` holds, or when each one is
+    a list of those (rows: coordinates, matrices), taken from `budget` as one node each; None
+    when the item-by-item path must look at them. Built-in calls over the whole list: most
+    values that cross (MBPP+ arguments, answers) are such lists, and a Python step per item
+    costs more than the program's own work."""
+    if len(items) < _WHOLE_LIST_MIN or depth < 1:
         return None
     kinds = set(map(type, items))
-    if depth < 1 or not kinds <= _UNTAGGED:
+    if kinds <= _UNTAGGED:
+        chars = _scalar_chars(items, kinds, int_ok)
+        if chars is None:
+            return None
+        budget.take(chars, nodes=len(items))
+        return list(items)
+    if kinds != _LIST or depth < 2:
         return None
+    cells = list(itertools.chain.from_iterable(items))
+    kinds = set(map(type, cells))
+    chars = _scalar_chars(cells, kinds, int_ok) if kinds <= _UNTAGGED else None
+    if chars is None:
+        return None
+    budget.take(chars, nodes=len(items) + len(cells))
+    return [list(row) for row in items]
+
+
+def _scalar_chars(items, kinds, int_ok):
+    """The characters the strs among `items` (untagged scalars of `kinds`) hold; None if an
+    int among them fails `int_ok`."""
     if int in kinds:
         ints = items if len(kinds) == 1 else [x for x in items if type(x) is int]
         if not int_ok(max(max(ints), -min(ints))):
             return None
     if str not in kinds:
-        chars = 0
-    elif len(kinds) == 1:
-        chars = sum(map(len, items))
-    else:
-        chars = sum([len(x) for x in items if type(x) is str])
-    budget.take(chars, nodes=len(items))
-    return list(items)
+        return 0
+    if len(kinds) == 1:
+        return sum(map(len, items))
+    return sum([len(x) for x in items if type(x) is str])
 
 
 def _small(magnitude):
