@@ -136,8 +136,8 @@ class FrameReader:
                 ready, _, _ = select.select(fds, [], [], left)
                 if not ready:
                     raise Timeout()
-                if self.fd not in ready:
-                    raise Interrupted()
+                if interrupt is not None and interrupt.fd in ready:
+                    raise Interrupted()  # (first: a child that keeps sending cannot delay it)
             # (a small read: os.read allocates its whole size up front, every call)
             need = _LEN.size + _LEN.unpack_from(self.buf)[0] - len(self.buf) if len(self.buf) >= _LEN.size else 0
             chunk = os.read(self.fd, min(max(need, _READ), self.max_frame + _LEN.size))

@@ -56,6 +56,7 @@ def uninterrupted(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow  # 73 s; `make test-all` (PPO's SIGKILL resume stays in `make test`)
 def test_resume_after_sigkill_is_bit_exact(uninterrupted, tmp_path):
     workdir = tmp_path / "killed"
     proc = subprocess.Popen([*TRAIN, f"--workdir={workdir}", *OVERRIDES], env=env(), cwd=REPO,
