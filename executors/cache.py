@@ -18,7 +18,7 @@ CACHE_VERSION = 4  # 2: every verdict from the judge process; 3: keyed by test s
 
 def cache_key(program, limits, timeout, sandbox, test_texts):
     """sha256 hex digest identifying a run. `test_texts`: each test as the judge receives it,
-    as canonical JSON text (see pool._spec_text), its encoded values included."""
+    as canonical JSON text (see pool._test_spec), its encoded values included."""
     head = json.dumps([CACHE_VERSION, sandbox, program.code, program.setup_code, timeout,
                        bool(program.fail_fast), limits.to_dict()],
                       sort_keys=True, separators=(",", ":"))

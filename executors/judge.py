@@ -9,8 +9,10 @@ names is a `remote.Remote` proxy: calls into the program cross to the child, and
 back is a plain value or another proxy. Expected values and test code never leave this
 process. EvalPlus-style call tests go over in one batch per program and are compared here.
 
-Protocol with the pool (length-prefixed JSON frames on stdin/stdout): a config frame, then
-"ready"; per job, "res" frames carrying [(test index, result)], then "done" with the last ones.
+Protocol with the pool (length-prefixed frames on stdin/stdout): a config frame, then
+"ready"; per job, a job frame (a line of JSON, then a line per test spec: `Judge.parse_job`),
+answered by "res" frames carrying [(test index, result)], then "done" with the last ones.
+Requests for the child go to the worker as relayed frames (`protocol.relayed`).
 """
 import builtins
 import collections

@@ -19,7 +19,7 @@ SCALARS = (type(None), bool, int, float, complex, str, bytes)
 CLOSED = SCALARS + CONTAINERS
 # Items that cross as themselves (no tag): lists of these take the fast paths below.
 _UNTAGGED = frozenset({type(None), bool, int, float, str})
-_LIST = {list}
+_LIST = frozenset({list})
 
 MAX_DEPTH = 100
 MAX_NODES = 1_000_000

@@ -281,9 +281,9 @@ class Worker:
                 reply = {"crash": "no program is loaded"}
             elif op == "stdio":
                 reply = self.run_stdio(msg)
+            elif body is None:
+                reply = {"crash": "a request for the program must be a relayed frame"}
             else:
-                if body is None:  # (a plain request: relayed without its nonce and budget)
-                    body = protocol.dumps({k: v for k, v in msg.items() if k not in ("n", "b")})
                 for head, answer in self.relay(msg, body):
                     head["n"] = nonce
                     send(head if answer is None else protocol.relayed(head, answer))
