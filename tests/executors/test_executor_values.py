@@ -4,6 +4,7 @@ import collections
 import json
 import math
 import os
+import time
 
 import pytest
 
@@ -214,3 +215,46 @@ def test_an_encoded_list_is_a_copy(monkeypatch):
     back.append(10)
     assert raw == list(range(10))
     assert taken == [list(range(10))] * 2
+
+
+def test_relayed_frames_carry_a_head_and_an_unread_body():
+    payload = protocol.relayed({"n": 7, "k": 2}, protocol.dumps([{"v": 1}, {"v": [2]}]))
+    head, body = protocol.split_relayed(payload)
+    assert head == {"n": 7, "k": 2} and json.loads(body) == [{"v": 1}, {"v": [2]}]
+    assert protocol.split_relayed(protocol.dumps({"op": "end"})) == ({"op": "end"}, None)
+    for bad in (b"[1]\n{}", b"{oops\n[]", b""):
+        with pytest.raises(protocol.ChannelError):
+            protocol.split_relayed(bad)
+
+
+def test_the_judge_reads_only_well_formed_answers():
+    """What a child's relayed frame carries reaches the test only if it is the answers its head
+    announces; anything else is the program's malformed answer (None here)."""
+    from executors.remote import _answers
+
+    assert _answers({"i": 3, "k": 2}, b'[{"v":1},{"e":{}}]') == [{"v": 1}, {"e": {}}]
+    assert _answers({"k": 1, "g": 2, "dt": 0.5}, b'{"v":[1]}') == {"v": [1], "g": 2, "dt": 0.5}
+    for head, body in (({"i": 0, "k": 2}, b'[{"v":1}]'), ({"i": 0, "k": 1}, b'[1]'),
+                       ({"i": 0, "k": 0}, b'[]'), ({"k": 1}, b'[{"v":1}]'), ({"k": 1}, b"{"),
+                       ({"k": 1}, b"[" * 100_000)):
+        assert _answers(head, body) is None, (head, body[:20])
+
+
+def test_a_read_gives_way_to_input_on_the_interrupt_channel():
+    data_r, data_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    try:
+        reader, control = protocol.FrameReader(data_r), protocol.FrameReader(ctl_r)
+        os.write(data_w, protocol.encode_frame({"v": 1}) + protocol.encode_frame({"v": 2}))
+        assert reader.read(time.monotonic() + 5, interrupt=control) == {"v": 1}
+        os.write(ctl_w, protocol.encode_frame({"op": "stop"}))
+        os.write(data_w, protocol.encode_frame({"v": 3}))
+        # a complete frame already read comes first; then the interrupt wins over unread input
+        assert reader.read(time.monotonic() + 5, interrupt=control) == {"v": 2}
+        with pytest.raises(protocol.Interrupted):
+            reader.read(time.monotonic() + 5, interrupt=control)
+        assert control.read() == {"op": "stop"}
+        assert reader.read(time.monotonic() + 5) == {"v": 3}
+    finally:
+        for fd in (data_r, data_w, ctl_r, ctl_w):
+            os.close(fd)
