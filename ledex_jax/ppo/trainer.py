@@ -10,6 +10,7 @@ metrics trace and parameters as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -207,8 +208,12 @@ def train(cfg, workdir: str | Path) -> dict:
 
 
 def step_line(step: int, m: dict) -> str:
+    """One line per step; the explanation reward is a mean over the rollouts that had one
+    scored (NaN: none had, e.g. refine-format prompts or no code found), shown as "none"."""
+    expl = m["explanation_reward"]
+    expl = "none" if math.isnan(expl) else f"{expl:+.3f}"
     return (f"step {step}: reward {m['reward']:+.3f} (code {m['code_reward']:+.3f}, explanation "
-            f"{m['explanation_reward']:+.3f}) pass rate {m.get('pass_rate', float('nan')):.2f} KL {m['kl']:.4f} "
+            f"{expl}) pass rate {m.get('pass_rate', float('nan')):.2f} KL {m['kl']:.4f} "
             f"beta {m['beta']:.4f} | generate {m['generate_s']:.1f}s score {m['score_s']:.1f}s "
             f"({100 * m['scoring_hidden']:.0f}% hidden) rescore {m['stats_s']:.1f}s train {m['train_s']:.1f}s")
 
