@@ -61,7 +61,7 @@ def _format_exception(exc):
         return f"{type(exc).__name__}\n"
 
 
-def make_sender(fd, sign, _encode=protocol.encode_payload, _dumps=protocol.dumps,
+def make_sender(fd, sign, _encode=protocol.encode_frame, _dumps=protocol.dumps,
                 _relayed=protocol.relayed, _write=protocol.write_all):
     """A function that signs and writes one frame to the result pipe: `obj` alone, or with
     `head` as a relayed frame (the worker reads the head only and passes `obj` on)."""

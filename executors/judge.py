@@ -546,8 +546,7 @@ def main():
                                          max_frame=int(config.get("max_frame", protocol.MAX_FRAME)))
 
     def worker_send(obj):  # a message, or a relayed payload (bytes)
-        frame = protocol.encode_payload(obj) if type(obj) is bytes else protocol.encode_frame(obj)
-        protocol.write_all(worker.stdin.fileno(), frame)
+        protocol.write_all(worker.stdin.fileno(), protocol.encode_frame(obj))
 
     try:
         hello = worker_reader.read(time.monotonic() + float(config.get("start_timeout", 60)))

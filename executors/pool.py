@@ -291,7 +291,7 @@ class ExecutionPool:
                            "limits": self.limits.to_dict(), "timeout": timeout, "start": start,
                            "fail_fast": bool(program.fail_fast)}, separators=(",", ":"))
         lines = [head] + [spec for spec, _ in job["specs"] if spec is not None]
-        return protocol.raw_frame("\n".join(lines).encode("ascii"))
+        return protocol.encode_frame("\n".join(lines).encode("ascii"))
 
 
 def _test_spec(test):

@@ -56,13 +56,11 @@ def dumps(obj):
 
 
 def encode_frame(obj, signer=None, seq=0):
-    return encode_payload(dumps(obj), signer, seq)
-
-
-def encode_payload(payload, signer=None, seq=0):
-    """A frame around `payload` (JSON text, or a relayed payload, as bytes)."""
+    """A frame around `obj` as JSON, or around `obj` as it is when it is bytes already (JSON
+    text, or a relayed payload)."""
+    payload = obj if type(obj) is bytes else dumps(obj)
     if signer is None:
-        return raw_frame(payload)
+        return _LEN.pack(len(payload)) + payload
     mac = signer(seq, payload)
     return _LEN.pack(len(payload) + MAC_SIZE) + payload + mac
 
@@ -85,11 +83,6 @@ def split_relayed(payload):
     if not isinstance(head, dict):
         raise ChannelError("malformed frame: not an object")
     return head, (body if newline else None)
-
-
-def raw_frame(payload):
-    """An unsigned frame around `payload`, JSON text already encoded as bytes."""
-    return _LEN.pack(len(payload)) + payload
 
 
 def make_signer(key):

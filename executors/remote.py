@@ -123,9 +123,7 @@ class Session:
                     self.gen = head["g"]
                 answers = head if body is None else _answers(head, body)
                 if answers is None:  # the child's answer does not parse: its doing
-                    if got + (head.get("k") or 1) < count:
-                        self._abandon()  # (the worker is still relaying the rest)
-                    done = True
+                    done = got + (head.get("k") or 1) >= count
                     yield {"crash": "a malformed answer", "i": head.get("i", 0)}
                     return
                 if type(answers) is list:  # answers of a "calls" request

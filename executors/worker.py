@@ -344,7 +344,7 @@ class Worker:
         expect = expect if type(expect) is int and expect > 0 else 1
         began = time.monotonic()
         try:  # (a child that stops reading must not hold us: the write has the budget too)
-            _write_within(child.request_fd, protocol.raw_frame(body),
+            _write_within(child.request_fd, protocol.encode_frame(body),
                           min(began + budget, self.deadline))
         except (OSError, protocol.Timeout) as e:
             self.stop_child()
@@ -655,8 +655,7 @@ def main(argv=None):
     reader = protocol.FrameReader(ctrl_in)
 
     def send(obj):  # a message, or a relayed payload (bytes)
-        frame = protocol.encode_payload(obj) if type(obj) is bytes else protocol.encode_frame(obj)
-        protocol.write_all(ctrl_out, frame)
+        protocol.write_all(ctrl_out, protocol.encode_frame(obj))
 
     send({"ready": True, "pid1": worker.pid1, "uid": os.getuid()})
     try:
